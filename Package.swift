@@ -1,0 +1,30 @@
+// swift-tools-version: 6.0
+// Levee: an asynchronous inference pipeline for AIGC jobs, on Apache Kafka.
+// No package dependencies: librdkafka comes in as a system library (apt: librdkafka-dev).
+import PackageDescription
+
+let package = Package(
+    name: "Levee",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "levee", targets: ["levee"]),
+        .library(name: "Kafka", targets: ["Kafka"]),
+        .library(name: "Inference", targets: ["Inference"]),
+    ],
+    dependencies: [],
+    targets: [
+        .systemLibrary(
+            name: "CRdKafka",
+            path: "Sources/CRdKafka",
+            pkgConfig: "rdkafka",
+            providers: [.apt(["librdkafka-dev"])]
+        ),
+        .target(name: "Kafka", dependencies: ["CRdKafka"]),
+        .target(name: "Inference"),
+        .executableTarget(name: "levee", dependencies: ["Kafka", "Inference"]),
+        .testTarget(name: "KafkaTests", dependencies: ["Kafka"]),
+        .testTarget(name: "InferenceTests", dependencies: ["Inference"]),
+        .testTarget(name: "LeveeCLITests", dependencies: ["Kafka"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,2 @@
+/// Levee's inference core: GGUF loading, quantized kernels, the Llama model, tokenizer and engines.
+public enum InferenceLibrary {}
