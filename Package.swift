@@ -21,9 +21,11 @@ let package = Package(
         ),
         .target(name: "Kafka", dependencies: ["CRdKafka"]),
         .target(name: "Inference"),
-        .executableTarget(name: "levee", dependencies: ["Kafka", "Inference"]),
+        .target(name: "Pipeline", dependencies: ["Kafka", "Inference"]),
+        .executableTarget(name: "levee", dependencies: ["Pipeline", "Kafka", "Inference"]),
         .testTarget(name: "KafkaTests", dependencies: ["Kafka"]),
         .testTarget(name: "InferenceTests", dependencies: ["Inference"]),
+        .testTarget(name: "PipelineTests", dependencies: ["Pipeline"]),
         .testTarget(name: "LeveeCLITests", dependencies: ["Kafka"]),
     ],
     swiftLanguageModes: [.v6]

@@ -2,6 +2,10 @@ import Foundation
 
 /// Every sub-command of `levee`, in the order `levee --help` lists them.
 let commands: [any LeveeCommand.Type] = [
+    GenerateCommand.self,
+    TokenizeCommand.self,
+    BrokerCommand.self,
+    BenchCommand.self,
     VersionCommand.self,
 ]
 
