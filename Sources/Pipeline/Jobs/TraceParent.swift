@@ -1,0 +1,63 @@
+/// A W3C Trace Context `traceparent` value (`00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`).
+/// Jobs carry one in their record and in a Kafka header; every trace event repeats it so Levee's
+/// events join the caller's distributed trace.
+public struct TraceParent: Sendable, Hashable, Codable, CustomStringConvertible {
+    public let traceID: String
+    public let parentID: String
+    public let flags: String
+
+    /// A new root context (sampled), for jobs submitted without one.
+    public static func make() -> TraceParent {
+        var rng = SystemRandomNumberGenerator()
+        func hex(_ bytes: Int) -> String {
+            var s = ""
+            for _ in 0..<bytes { s += String(UInt8.random(in: 0...255, using: &rng), radix: 16).leftPadded(2) }
+            return s
+        }
+        return TraceParent(traceID: hex(16), parentID: hex(8), flags: "01")
+    }
+
+    private init(traceID: String, parentID: String, flags: String) {
+        self.traceID = traceID
+        self.parentID = parentID
+        self.flags = flags
+    }
+
+    /// Parses version 00 of the format; nil for malformed values or the all-zero ids it forbids.
+    public init?(_ text: String) {
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false).map(String.init)
+        func isHex(_ s: String, _ n: Int) -> Bool { s.count == n && s.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) } }
+        guard parts.count == 4, parts[0] == "00", isHex(parts[1], 32), isHex(parts[2], 16), isHex(parts[3], 2),
+              parts[1] != String(repeating: "0", count: 32), parts[2] != String(repeating: "0", count: 16) else { return nil }
+        self.init(traceID: parts[1], parentID: parts[2], flags: parts[3])
+    }
+
+    /// The same trace with a new parent (span) id, for a stage that continues it.
+    public func child() -> TraceParent {
+        var rng = SystemRandomNumberGenerator()
+        let id = (0..<8).map { _ in String(UInt8.random(in: 0...255, using: &rng), radix: 16).leftPadded(2) }.joined()
+        return TraceParent(traceID: traceID, parentID: id, flags: flags)
+    }
+
+    public var description: String { "00-\(traceID)-\(parentID)-\(flags)" }
+
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let value = TraceParent(text) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
+                debugDescription: "'\(text)' is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)"))
+        }
+        self = value
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
+}
+
+extension String {
+    func leftPadded(_ width: Int, with pad: Character = "0") -> String {
+        count >= width ? self : String(repeating: pad, count: width - count) + self
+    }
+}

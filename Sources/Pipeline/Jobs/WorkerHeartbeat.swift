@@ -1,0 +1,56 @@
+/// A worker's life-cycle state as its heartbeats report it.
+public enum WorkerState: String, Codable, Sendable {
+    case starting, running, draining, stopped
+}
+
+/// A worker's periodic heartbeat in `levee.workers` (compacted, keyed by worker id; schema
+/// `levee.worker/v1`). `levee status` and the reconciler call a worker dead when its last
+/// heartbeat is older than a few intervals, and name the partitions it held.
+public struct WorkerHeartbeat: Codable, Sendable, Equatable {
+    public static let schemaID = "levee.worker/v1"
+
+    public var schema: String
+    public var worker: WorkerIdentity
+    public var state: WorkerState
+    public var at: Timestamp
+    public var startedAt: Timestamp
+    public var heartbeatIntervalMs: Int64
+    public var version: String
+    public var engine: String
+    public var model: String
+    public var concurrency: Int
+    public var generation: Int32?
+    public var assigned: [TopicPartitionRef]
+    public var currentJobs: [JobID]
+    public var jobsDone: Int64
+    public var jobsFailed: Int64
+    public var errors: Int64
+
+    public init(worker: WorkerIdentity, state: WorkerState, at: Timestamp = .now(), startedAt: Timestamp,
+                heartbeatIntervalMs: Int64, version: String, engine: String, model: String, concurrency: Int,
+                generation: Int32? = nil, assigned: [TopicPartitionRef] = [], currentJobs: [JobID] = [],
+                jobsDone: Int64 = 0, jobsFailed: Int64 = 0, errors: Int64 = 0) {
+        self.schema = Self.schemaID
+        self.worker = worker
+        self.state = state
+        self.at = at
+        self.startedAt = startedAt
+        self.heartbeatIntervalMs = heartbeatIntervalMs
+        self.version = version
+        self.engine = engine
+        self.model = model
+        self.concurrency = concurrency
+        self.generation = generation
+        self.assigned = assigned
+        self.currentJobs = currentJobs
+        self.jobsDone = jobsDone
+        self.jobsFailed = jobsFailed
+        self.errors = errors
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case schema, worker, state, at, startedAt = "started_at", heartbeatIntervalMs = "heartbeat_interval_ms"
+        case version, engine, model, concurrency, generation, assigned, currentJobs = "current_jobs"
+        case jobsDone = "jobs_done", jobsFailed = "jobs_failed", errors
+    }
+}
