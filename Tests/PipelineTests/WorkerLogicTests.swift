@@ -1,0 +1,92 @@
+import Testing
+@testable import Pipeline
+
+@Suite struct OffsetTrackerTests {
+    let p0 = TopicPartitionRef(topic: "levee.jobs", partition: 0)
+    let p1 = TopicPartitionRef(topic: "levee.jobs", partition: 1)
+
+    @Test func advancesOnlyOverContiguousFinishedJobs() {
+        var t = OffsetTracker()
+        for o in Int64(10)...13 { t.received(p0, offset: o) }
+        #expect(t.committableOffsets[p0] == 10)
+        t.finished(p0, offset: 12)
+        t.finished(p0, offset: 11)
+        #expect(t.committableOffsets[p0] == 10, "10 is still running: committing past it could lose it")
+        t.finished(p0, offset: 10)
+        #expect(t.committableOffsets[p0] == 13)
+        t.finished(p0, offset: 13)
+        #expect(t.committableOffsets[p0] == 14)
+        #expect(t.inFlightCount == 0)
+    }
+
+    @Test func partitionsAreIndependentAndGapsAreSkipped() {
+        var t = OffsetTracker()
+        t.received(p0, offset: 5)
+        t.received(p1, offset: 100)
+        t.received(p1, offset: 104)  // 101...103 were transaction markers
+        t.finished(p1, offset: 104)
+        #expect(t.committableOffsets[p1] == 100)
+        t.finished(p1, offset: 100)
+        #expect(t.committableOffsets[p1] == 105)
+        #expect(t.committableOffsets[p0] == 5)
+        #expect(t.inFlight(p0) == 1)
+    }
+
+    @Test func unknownOffsetsAndRevokedPartitions() {
+        var t = OffsetTracker()
+        let unknown = t.finished(p0, offset: 1)
+        #expect(!unknown, "never received")
+        t.received(p0, offset: 1)
+        t.revoke(p0)
+        let revoked = t.finished(p0, offset: 1)
+        #expect(!revoked, "revoked: the new owner will run it")
+        #expect(t.committableOffsets[p0] == nil)
+    }
+
+    @Test func randomOrderNeverCommitsPastAnUnfinishedJob() {
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<50 {
+            var t = OffsetTracker()
+            let offsets = Array(Int64(0)..<40)
+            for o in offsets { t.received(p0, offset: o) }
+            var unfinished = Set(offsets)
+            for o in offsets.shuffled(using: &rng) {
+                t.finished(p0, offset: o)
+                unfinished.remove(o)
+                let committable = t.committableOffsets[p0]!
+                #expect(committable == (unfinished.min() ?? 40))
+            }
+        }
+    }
+}
+
+@Suite struct BackoffTests {
+    @Test func growsExponentiallyWithJitterAndCaps() {
+        let b = Backoff(baseMilliseconds: 100, maxMilliseconds: 1000, maxAttempts: 5)
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<200 {
+            #expect((50...100).contains(b.delay(afterAttempt: 1, using: &rng)))
+            #expect((100...200).contains(b.delay(afterAttempt: 2, using: &rng)))
+            #expect((400...800).contains(b.delay(afterAttempt: 4, using: &rng)))
+            #expect((500...1000).contains(b.delay(afterAttempt: 9, using: &rng)))
+            #expect((500...1000).contains(b.delay(afterAttempt: 100, using: &rng)), "no overflow on huge attempts")
+        }
+        #expect(b.allowsRetry(afterAttempt: 4))
+        #expect(!b.allowsRetry(afterAttempt: 5))
+    }
+}
+
+@Suite struct TopicLayoutTests {
+    @Test func namesCarryThePrefixAndResultsAreCompacted() {
+        let layout = TopicLayout(prefix: "test1.", partitions: 6)
+        #expect(layout.jobs == "test1.levee.jobs")
+        #expect(Set(layout.specs.map(\.name)).count == 7)
+        #expect(layout.specs.allSatisfy { $0.name.hasPrefix("test1.") })
+        let byName = Dictionary(uniqueKeysWithValues: layout.specs.map { ($0.name, $0) })
+        #expect(byName[layout.results]?.configs["cleanup.policy"] == "compact")
+        #expect(byName[layout.workers]?.configs["cleanup.policy"] == "compact")
+        #expect(byName[layout.control]?.configs["cleanup.policy"] == "compact")
+        #expect(byName[layout.jobs]?.configs["cleanup.policy"] == "delete")
+        #expect(byName[layout.jobs]?.partitions == 6)
+    }
+}
