@@ -89,6 +89,13 @@ struct EmbeddedClusterTests {
         #expect(try cluster.pendingRequestErrors(broker: 2, api: .produce) == 2)
         #expect(try cluster.pendingRequestErrors(broker: 1, api: .produce) == 0)
         #expect(try cluster.pendingRequestErrors(broker: 2, api: .fetch) == 0)
+        // The pushed code itself reaches the client.
+        try cluster.createTopic("levee.test.broker-errors", partitions: 1)
+        try cluster.setPartitionLeader(topic: "levee.test.broker-errors", partition: 0, broker: 3)
+        try cluster.pushRequestErrors(broker: 3, api: .produce, errors: [try KafkaErrorCode(named: "TOPIC_AUTHORIZATION_FAILED")])
+        let failed = try Kcat.produce(cluster.bootstrapServers, topic: "levee.test.broker-errors", lines: ["one"])
+        #expect(failed.stderr.contains("Topic authorization failed"))
+        #expect(try cluster.pendingRequestErrors(broker: 3, api: .produce) == 0)
         let error = try #require(throws: KafkaError.self) {
             try cluster.pushRequestErrors(broker: 9, api: .produce, errors: [try KafkaErrorCode(named: "REQUEST_TIMED_OUT")])
         }
