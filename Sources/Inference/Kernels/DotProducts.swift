@@ -19,26 +19,20 @@ enum RowKernels {
         }
     }
 
+    // All three kernels accumulate in the same order with the same fused operations, so a
+    // vector's result does not depend on how many others share the step: batched decoding gives
+    // bit-identical logits to single-stream decoding.
+
     @inline(__always)
     static func dot1<B: QuantizedBlock>(_: B.Type, row: UnsafeRawPointer, blocks: Int, _ a: Vector) -> Float {
-        var acc0 = SIMD8<Float>(), acc1 = SIMD8<Float>()
+        var acc = SIMD8<Float>()
         var minTerm: Float = 0
-        var i = 0
-        // Two accumulators hide the FMA latency.
-        while i + 1 < blocks {
-            let w0 = B.decode(row + i * B.bytes)
-            let w1 = B.decode(row + (i + 1) * B.bytes)
-            acc0.addProduct(blockProducts(w0.even, w0.odd, a.even[i], a.odd[i]), SIMD8(repeating: w0.d * a.scale[i]))
-            acc1.addProduct(blockProducts(w1.even, w1.odd, a.even[i + 1], a.odd[i + 1]), SIMD8(repeating: w1.d * a.scale[i + 1]))
-            if B.hasMinimum { minTerm += w0.m * a.scaledSum[i] + w1.m * a.scaledSum[i + 1] }
-            i += 2
-        }
-        if i < blocks {
+        for i in 0..<blocks {
             let w = B.decode(row + i * B.bytes)
-            acc0.addProduct(blockProducts(w.even, w.odd, a.even[i], a.odd[i]), SIMD8(repeating: w.d * a.scale[i]))
-            if B.hasMinimum { minTerm += w.m * a.scaledSum[i] }
+            acc.addProduct(blockProducts(w.even, w.odd, a.even[i], a.odd[i]), SIMD8(repeating: w.d * a.scale[i]))
+            if B.hasMinimum { minTerm.addProduct(w.m, a.scaledSum[i]) }
         }
-        return (acc0 + acc1).sum() + minTerm
+        return acc.sum() + minTerm
     }
 
     @inline(__always)
@@ -50,8 +44,8 @@ enum RowKernels {
             accA.addProduct(blockProducts(w.even, w.odd, a.even[i], a.odd[i]), SIMD8(repeating: w.d * a.scale[i]))
             accB.addProduct(blockProducts(w.even, w.odd, b.even[i], b.odd[i]), SIMD8(repeating: w.d * b.scale[i]))
             if B.hasMinimum {
-                minA += w.m * a.scaledSum[i]
-                minB += w.m * b.scaledSum[i]
+                minA.addProduct(w.m, a.scaledSum[i])
+                minB.addProduct(w.m, b.scaledSum[i])
             }
         }
         return (accA.sum() + minA, accB.sum() + minB)
