@@ -1,0 +1,143 @@
+import Foundation
+import Synchronization
+import Kafka
+
+/// Where a submitted job was written, once the brokers acknowledged it (acks=all): from then on
+/// the job is durable and will end with exactly one terminal result.
+public struct SubmitReceipt: Codable, Sendable, Equatable {
+    public var jobID: JobID
+    public var topic: String
+    public var partition: Int32
+    public var offset: Int64
+    public var submittedAt: Timestamp
+    /// From the call to the acknowledgement, in milliseconds.
+    public var ackMilliseconds: Double
+
+    enum CodingKeys: String, CodingKey {
+        case jobID = "job_id", topic, partition, offset, submittedAt = "submitted_at", ackMilliseconds = "ack_ms"
+    }
+}
+
+/// The library API for business applications: submit jobs, cancel them, read their results.
+///
+/// Submitting validates the job first (size, kind, parameters) and throws `JobValidationError`
+/// with every problem; then it publishes with an idempotent producer (acks=all) keyed by the job
+/// id and returns once the job is durable. A job with an idempotency key gets a deterministic id,
+/// so submitting it again yields the same id and, through the workers' duplicate check, one result.
+public final class JobClient: Sendable {
+    public let connection: KafkaConnection
+    public let limits: JobLimits
+    /// Whether to write `submitted`/`accepted` trace events (fire-and-forget; they never delay the ack).
+    public let writesTraceEvents: Bool
+    private let producer: KafkaProducer
+    private let identity: WorkerIdentity
+
+    public init(connection: KafkaConnection, limits: JobLimits = JobLimits(), writesTraceEvents: Bool = true,
+                properties: [String: String] = [:], maxInFlight: Int = 10_000) throws {
+        self.connection = connection
+        self.limits = limits
+        self.writesTraceEvents = writesTraceEvents
+        var props = properties
+        props["linger.ms"] = props["linger.ms"] ?? "1"
+        producer = try KafkaProducer(configuration: connection.configuration(props), maxInFlight: maxInFlight)
+        identity = WorkerIdentity(id: "client", host: ProcessInfo.processInfo.hostName, pid: ProcessInfo.processInfo.processIdentifier)
+    }
+
+    /// Builds a job from its parts; with an idempotency key the id is derived from it.
+    public static func makeJob(tenant: String, kind: JobKind, model: String, input: JobInput, params: JobParameters = JobParameters(),
+                               idempotencyKey: String? = nil, priority: Int = 5, deadline: Timestamp? = nil,
+                               traceparent: TraceParent? = nil, metadata: [String: String]? = nil) -> JobEnvelope {
+        let now = Timestamp.now()
+        let id = idempotencyKey.map { JobID.derived(tenant: tenant, idempotencyKey: $0) } ?? JobID.make(at: now)
+        return JobEnvelope(jobID: id, idempotencyKey: idempotencyKey, tenant: tenant, kind: kind, model: model, input: input,
+                           params: params, priority: priority, deadline: deadline, submittedAt: now,
+                           traceparent: traceparent ?? .make(), metadata: metadata)
+    }
+
+    /// Validates and publishes `job`; returns once it is durable.
+    public func submit(_ job: JobEnvelope) async throws -> SubmitReceipt {
+        let started = ContinuousClock.now
+        try job.validate(limits: limits)
+        if let key = job.idempotencyKey, job.jobID != JobID.derived(tenant: job.tenant, idempotencyKey: key) {
+            throw JobValidationError(["job_id must be the UUIDv5 of \"<tenant>/<idempotency_key>\" (see schemas/README.md)"])
+        }
+        let value = try LeveeJSON.encode(job)
+        guard value.count <= limits.maxRecordBytes else {
+            throw JobValidationError(["the job is \(value.count) bytes encoded; the limit is \(limits.maxRecordBytes)"])
+        }
+        let key = Array(job.jobID.description.utf8)
+        let topic = connection.layout.jobs
+        if writesTraceEvents {
+            try await trace(TraceEvent(jobID: job.jobID, stage: .submitted, at: job.submittedAt, attempt: job.attempt,
+                                       traceparent: job.traceparent, worker: identity, topic: topic))
+        }
+        let report = try await producer.send(ProducerRecord(
+            topic: topic, key: key, value: Array(value), headers: [KafkaHeader("traceparent", job.traceparent.description)]))
+        let elapsed = ContinuousClock.now - started
+        if writesTraceEvents {
+            try await trace(TraceEvent(jobID: job.jobID, stage: .accepted, attempt: job.attempt, traceparent: job.traceparent,
+                                       worker: identity, topic: report.topic, partition: report.partition, offset: report.offset))
+        }
+        return SubmitReceipt(jobID: job.jobID, topic: report.topic, partition: report.partition, offset: report.offset,
+                             submittedAt: job.submittedAt, ackMilliseconds: elapsed.milliseconds)
+    }
+
+    /// Asks the workers to cancel a job (through the control topic). A job already finished keeps its result.
+    public func cancel(_ jobID: JobID, reason: String? = nil) async throws {
+        let record = ControlRecord(jobID: jobID, reason: reason)
+        _ = try await producer.send(ProducerRecord(topic: connection.layout.control, key: Array(jobID.description.utf8),
+                                                   value: Array(try LeveeJSON.encode(record))))
+    }
+
+    /// The job's terminal result, waiting up to `wait` for it; nil if there is none by then.
+    public func result(for jobID: JobID, wait: Duration = .zero) async throws -> ResultRecord? {
+        try await ResultLookup.result(connection, jobID: jobID, wait: wait)
+    }
+
+    /// Waits until every trace event is delivered, then stops the producer.
+    public func close() async throws {
+        try await producer.close()
+    }
+
+    private func trace(_ event: TraceEvent) async throws {
+        try await producer.sendAndForget(ProducerRecord(
+            topic: connection.layout.trace, key: Array(event.jobID.description.utf8), value: Array(try LeveeJSON.encode(event))))
+    }
+}
+
+extension Duration {
+    /// The duration in milliseconds, as a Double.
+    public var milliseconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) * 1000 + Double(attoseconds) / 1e15
+    }
+}
+
+/// Finds a job's terminal record in the results topic: the partition comes from the job id
+/// (murmur2, like the producers), the start offset from the submit time a UUIDv7 carries.
+public enum ResultLookup {
+    public static func result(_ connection: KafkaConnection, jobID: JobID, wait: Duration = .zero,
+                              since: Timestamp? = nil) async throws -> ResultRecord? {
+        let topic = connection.layout.results
+        let partitions = try await partitionCount(connection, topic: topic)
+        let partition = TopicPartition(topic, KeyPartitioner.partition(for: jobID, partitions: partitions))
+        // A result is written after its job was submitted; allow some clock skew between hosts.
+        let from = (since ?? jobID.embeddedTime).map { $0.adding(milliseconds: -60_000) }
+        let start = try await PartitionScan.offset(connection, partition: partition, atOrAfter: from)
+        let key = jobID.description
+        let found = Mutex<ResultRecord?>(nil)
+        try await PartitionScan.scan(connection, partition: partition, from: start, follow: wait > .zero,
+                                     deadline: .now + max(wait, .seconds(10))) { message in
+            guard message.keyString == key, let value = message.value,
+                  let record = try? LeveeJSON.decode(ResultRecord.self, from: Data(value)) else { return .next }
+            found.withLock { $0 = record }
+            return .stop
+        }
+        return found.withLock { $0 }
+    }
+
+    static func partitionCount(_ connection: KafkaConnection, topic: String) async throws -> Int {
+        let admin = try KafkaAdmin(configuration: connection.configuration())
+        return try await admin.describeTopic(topic).partitionCount
+    }
+}

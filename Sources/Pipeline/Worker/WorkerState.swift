@@ -1,0 +1,122 @@
+import Foundation
+import Kafka
+import Synchronization
+
+/// A job taken from a partition, with where it came from.
+struct WorkItem: Sendable {
+    var job: JobEnvelope
+    var partition: TopicPartitionRef
+    var offset: Int64
+    /// The assignment epoch of the partition when the record was read: an outcome from an
+    /// earlier epoch (the partition was revoked since) is dropped, never committed.
+    var epoch: Int
+    var generation: Int32?
+    var receivedAt: Timestamp
+}
+
+/// Where a record came from, for outcomes of records that are not readable jobs.
+struct Source: Sendable {
+    var partition: TopicPartitionRef
+    var offset: Int64
+    var epoch: Int
+    var generation: Int32?
+}
+
+/// Why a running job was stopped.
+enum StopReason: Sendable { case cancelled, timedOut, rebalanced, handedBack }
+
+/// A job on the engine, with the signal that stops it.
+final class RunningJob: Sendable {
+    let item: WorkItem
+    let signal = OneShotSignal()
+    private let why = Mutex<StopReason?>(nil)
+
+    init(item: WorkItem) { self.item = item }
+
+    var reason: StopReason? { why.withLock { $0 } }
+
+    func stop(_ reason: StopReason) {
+        let first = why.withLock { r -> Bool in
+            guard r == nil else { return false }
+            r = reason
+            return true
+        }
+        if first { signal.fire() }
+    }
+}
+
+/// What a finished record leaves to commit: the records to produce (in the transaction) and
+/// the offset it releases.
+struct Outcome: Sendable {
+    var jobID: JobID?
+    var partition: TopicPartitionRef
+    var offset: Int64
+    var epoch: Int
+    var records: [ProducerRecord]
+    /// The terminal status, when this outcome ends the job.
+    var status: JobStatus?
+    /// Whether this outcome ends the job (a terminal result); retries and skipped duplicates do not.
+    var isFinal: Bool
+    var retried = false
+    var deadLettered = false
+
+    init(item: WorkItem, records: [ProducerRecord], status: JobStatus?, isFinal: Bool, retried: Bool = false) {
+        self.jobID = item.job.jobID
+        self.partition = item.partition
+        self.offset = item.offset
+        self.epoch = item.epoch
+        self.records = records
+        self.status = status
+        self.isFinal = isFinal
+        self.retried = retried
+    }
+
+    init(jobID: JobID?, source: Source, records: [ProducerRecord], status: JobStatus?, deadLettered: Bool) {
+        self.jobID = jobID
+        self.partition = source.partition
+        self.offset = source.offset
+        self.epoch = source.epoch
+        self.records = records
+        self.status = status
+        self.isFinal = status != nil
+        self.deadLettered = deadLettered
+    }
+}
+
+/// The worker's mutable state, behind one mutex (it is touched by the reader, the runners, the
+/// committer, the index and the consumer's poll thread).
+struct WorkerRuntimeState {
+    var tracker = OffsetTracker()
+    var epochs: [TopicPartitionRef: Int] = [:]
+    var nextEpoch = 0
+    var generation: Int32?
+    var ready = false
+    var pending: [Outcome] = []
+    var committing = false
+    var lastCommitted: [TopicPartitionRef: Int64] = [:]
+    var running: [JobID: RunningJob] = [:]
+    var queuedIDs: Set<JobID> = []
+    var delayed: [WorkItem] = []
+    var runners = 0
+    var draining = false
+    var finalCommitRequested = false
+    /// Job ids with a committed terminal record (from the results topic and our own commits).
+    var completed: Set<JobID> = []
+    /// Job ids with a cancel request.
+    var cancelled: Set<JobID> = []
+    var resultPartitions = 0
+    /// Results partition → offset the index has read up to.
+    var indexPosition: [Int32: Int64] = [:]
+    /// Results partition → offset the index must reach before jobs are processed.
+    var indexBarrier: [Int32: Int64] = [:]
+    var barrierSetAt = ContinuousClock.now
+    var statistics = WorkerStatistics()
+}
+
+/// The clients one `run()` uses.
+struct RunContext: Sendable {
+    let plain: KafkaProducer
+    let transactional: TransactionalProducer?
+    let consumer: KafkaConsumer
+    let queue: BoundedQueue<WorkItem>
+}
