@@ -40,4 +40,143 @@ import Testing
         }
         try await client.close()
     }
+
+    /// Runs `workers` while `body` submits and waits, then shuts them down gracefully.
+    static func withWorkers(_ h: PipelineHarness, _ workers: [Worker],
+                            _ body: @Sendable (JobClient, ResultCollector) async throws -> Void) async throws {
+        let client = try JobClient(connection: h.connection)
+        let collector = try await ResultCollector(connection: h.connection)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for w in workers { group.addTask { try await w.run() } }
+            group.addTask { try await collector.run() }
+            try await body(client, collector)
+            for w in workers { w.shutdown() }
+            for _ in workers { try await group.next() }
+            await collector.close()
+            group.cancelAll()
+        }
+        try await client.close()
+    }
+
+    @Test(.timeLimit(.minutes(2))) func poisonOversizeExpiredCancelledAndRetriedJobs() async throws {
+        let h = try PipelineHarness(partitions: 2)
+        let engine = ScriptedEngine(tokenDelay: .milliseconds(5), failures: ["flaky": 2])
+        var config = h.workerConfiguration("w-1")
+        config.limits.maxRecordBytes = 2048
+        let worker = Worker(connection: h.connection, configuration: config, engine: engine)
+        try await Self.withWorkers(h, [worker]) { client, collector in
+            let producer = try KafkaProducer(configuration: h.connection.configuration())
+            // Poison: not JSON at all, keyed by a job id so a failed result can name it.
+            let poisonID = JobID.make()
+            _ = try await producer.send(ProducerRecord(topic: h.connection.layout.jobs, key: Array(poisonID.description.utf8),
+                                                       value: Array("{\"schema\": levee".utf8)))
+            // Oversize for this worker (the client's limit is larger).
+            let big = h.chatJob(String(repeating: "x", count: 4000))
+            let bigReceipt = try await client.submit(big)
+            // Expired: a deadline already in the past when the worker sees it.
+            let expired = h.chatJob("late") { $0.deadline = $0.submittedAt.adding(milliseconds: 1) }
+            try await Task.sleep(for: .milliseconds(5))
+            _ = try await producer.send(ProducerRecord(topic: h.connection.layout.jobs, key: Array(expired.jobID.description.utf8),
+                                                       value: Array(try LeveeJSON.encode(expired))))
+            // Fails twice with a retriable error, then succeeds on the third attempt.
+            let flaky = try await client.submit(h.chatJob("flaky"))
+            let good = try await client.submit(h.chatJob("fine"))
+            let missing = await collector.waitFor([poisonID, bigReceipt.jobID, expired.jobID, flaky.jobID, good.jobID], timeout: .seconds(60))
+            #expect(missing.isEmpty)
+            let r = collector.snapshot.results
+            #expect(r[poisonID]?.status == .failed && r[poisonID]?.error?.errorClass == .poisonInput)
+            #expect(r[poisonID]?.error?.message.hasPrefix("invalid JSON") == true)
+            #expect(r[bigReceipt.jobID]?.status == .failed && r[bigReceipt.jobID]?.error?.message.contains("limit is 2048") == true)
+            #expect(r[expired.jobID]?.status == .expired && r[expired.jobID]?.error?.errorClass == .deadline)
+            #expect(r[flaky.jobID]?.status == .succeeded && r[flaky.jobID]?.attempt == 3)
+            #expect(r[good.jobID]?.status == .succeeded)
+            #expect(collector.snapshot.duplicates.isEmpty)
+            // The dead letters hold the original bytes.
+            let dlq = try await KafkaConsumer.readWindow(configuration: h.connection.configuration(),
+                                                         partition: TopicPartition(h.connection.layout.deadLetters, 0), from: KafkaOffset.beginning, maxMessages: 10)
+            let letters = dlq.compactMap { $0.value.flatMap { try? LeveeJSON.decode(DeadLetter.self, from: Data($0)) } }
+            #expect(letters.contains { $0.jobID == poisonID && String(decoding: $0.original, as: UTF8.self) == "{\"schema\": levee" })
+            #expect(letters.contains { $0.jobID == bigReceipt.jobID })
+            try await producer.close()
+        }
+        let s = worker.statistics
+        #expect(s.retried == 2 && s.deadLettered == 2 && s.expired == 1)
+    }
+
+    @Test(.timeLimit(.minutes(2))) func cancellingARunningJobStopsItBetweenTokens() async throws {
+        let h = try PipelineHarness(partitions: 1)
+        let engine = ScriptedEngine(tokenDelay: .milliseconds(100), tokens: 400)
+        let worker = Worker(connection: h.connection, configuration: h.workerConfiguration("w-1"), engine: engine)
+        try await Self.withWorkers(h, [worker]) { client, collector in
+            let long = try await client.submit(h.chatJob("long") { $0.params.maxTokens = 400 })
+            // Wait until it runs, then cancel it.
+            for _ in 0..<200 where worker.state.withLock({ $0.running.isEmpty }) { try await Task.sleep(for: .milliseconds(20)) }
+            try await client.cancel(long.jobID, reason: "test")
+            let missing = await collector.waitFor([long.jobID], timeout: .seconds(30))
+            #expect(missing.isEmpty)
+            let result = collector.snapshot.results[long.jobID]
+            #expect(result?.status == .cancelled && result?.error?.errorClass == .cancelled)
+            // Cancelled before it starts: a second job cancelled at once.
+            let queued = h.chatJob("never")
+            try await client.cancel(queued.jobID)
+            try await Task.sleep(for: .milliseconds(300))
+            _ = try await client.submit(queued)
+            #expect(await collector.waitFor([queued.jobID], timeout: .seconds(30)).isEmpty)
+            #expect(collector.snapshot.results[queued.jobID]?.status == .cancelled)
+        }
+    }
+
+    @Test(.timeLimit(.minutes(2))) func resubmittingAnIdempotencyKeyGivesOneResult() async throws {
+        let h = try PipelineHarness(partitions: 2)
+        let worker = Worker(connection: h.connection, configuration: h.workerConfiguration("w-1"), engine: ScriptedEngine())
+        try await Self.withWorkers(h, [worker]) { client, collector in
+            func job() -> JobEnvelope {
+                JobClient.makeJob(tenant: "acme", kind: .textGenerate, model: "test-model", input: JobInput(prompt: "hello"),
+                                  params: JobParameters(maxTokens: 4), idempotencyKey: "order-42")
+            }
+            let first = try await client.submit(job())
+            let second = try await client.submit(job())
+            #expect(first.jobID == second.jobID)
+            #expect(await collector.waitFor([first.jobID], timeout: .seconds(30)).isEmpty)
+            // Once more after the result exists.
+            _ = try await client.submit(job())
+            try await Task.sleep(for: .seconds(1))
+            #expect(collector.snapshot.duplicates.isEmpty, "\(collector.snapshot.duplicates)")
+            let found = try await client.result(for: first.jobID)
+            #expect(found?.status == .succeeded)
+        }
+        #expect(worker.statistics.duplicatesSkipped == 2)
+        #expect(worker.statistics.succeeded == 1)
+    }
+
+    @Test(.timeLimit(.minutes(3))) func aKilledWorkersJobsFinishElsewhere() async throws {
+        let h = try PipelineHarness(partitions: 4)
+        let engine = ScriptedEngine(tokenDelay: .milliseconds(20), tokens: 5)
+        let victim = Worker(connection: h.connection, configuration: h.workerConfiguration("w-victim", concurrency: 2), engine: engine)
+        let survivor = Worker(connection: h.connection, configuration: h.workerConfiguration("w-survivor", concurrency: 2), engine: engine)
+        let client = try JobClient(connection: h.connection)
+        let collector = try await ResultCollector(connection: h.connection)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await collector.run() }
+            group.addTask { try await survivor.run() }
+            // The victim runs in a task of its own so it can be killed: cancelled, it commits nothing more.
+            let victimTask = Task { try await victim.run() }
+            var ids: Set<JobID> = []
+            for i in 0..<60 { ids.insert(try await client.submit(h.chatJob("job \(i)")).jobID) }
+            // Kill the victim once it has taken work.
+            for _ in 0..<500 where victim.statistics.received == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(victim.statistics.received > 0)
+            victimTask.cancel()
+            _ = await victimTask.result
+            let missing = await collector.waitFor(ids, timeout: .seconds(90))
+            #expect(missing.isEmpty, "lost: \(missing.count)")
+            #expect(ids.allSatisfy { collector.snapshot.results[$0] != nil })
+            survivor.shutdown()
+            try await group.next()
+            await collector.close()
+            group.cancelAll()
+        }
+        try await client.close()
+        #expect(survivor.statistics.succeeded > 0)
+    }
 }

@@ -107,6 +107,8 @@ public final class Worker: Sendable {
 
         var runError: (any Error)?
         do {
+            // Cancellation (the crash path) must also free runners waiting on the queue.
+            try await withTaskCancellationHandler {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await self.indexLoop(index) }
                 group.addTask { await self.heartbeatLoop(context) }
@@ -126,6 +128,9 @@ public final class Worker: Sendable {
                 } catch WorkerStop.finished {
                     group.cancelAll()
                 }
+            }
+            } onCancel: {
+                queue.close()
             }
         } catch {
             runError = error
