@@ -23,16 +23,18 @@ struct TestTimeout: Error, CustomStringConvertible {
     var description: String { "timed out: \(what)" }
 }
 
+enum Outcome<T: Sendable>: Sendable { case value(T), timedOut }
+
 /// Runs `body`, failing with `TestTimeout` if it does not finish within `timeout`.
 func within<T: Sendable>(_ timeout: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await body() }
+    return try await withThrowingTaskGroup(of: Outcome<T>.self) { group in
+        group.addTask { .value(try await body()) }
         group.addTask {
             try await Task.sleep(for: timeout)
-            return nil
+            return .timedOut
         }
         defer { group.cancelAll() }
-        guard let result = try await group.next()!, let value = Optional(result) else { throw TestTimeout(what: what) }
+        guard case .value(let value) = try await group.next()! else { throw TestTimeout(what: what) }
         return value
     }
 }
