@@ -164,7 +164,9 @@ final class ConsumerEventBuffer: Sendable {
                     if let event = s.popFirst() { return .success(event) }
                     if s.finished { return s.terminalError.map { .failure($0) } ?? .success(nil) }
                     if Task.isCancelled { return .success(nil) }
-                    precondition(s.waiter == nil, "only one task may iterate a KafkaConsumer at a time")
+                    if s.waiter != nil {
+                        return .failure(KafkaError(kind: .state, message: "another task is already iterating this consumer; only one may at a time"))
+                    }
                     s.waiter = continuation
                     return nil
                 }

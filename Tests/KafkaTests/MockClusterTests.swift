@@ -180,6 +180,38 @@ struct MockClusterTests {
         try await producer.close()
     }
 
+    @Test("the revoke hook runs before partitions go and can commit what was processed", .timeLimit(.minutes(1)))
+    func revokeHookCommits() async throws {
+        let cluster = try EmbeddedCluster(brokers: 1)
+        let topic = uniqueName("revoke")
+        try cluster.createTopic(topic, partitions: 1)
+        let producer = try producer(cluster)
+        for i in 0..<12 { try await producer.sendAndForget(ProducerRecord(topic: topic, key: nil, value: "\(i)")) }
+        try await producer.flush()
+        let group = uniqueName("g")
+        let processed = Mutex<[TopicPartitionOffset]>([])
+        let revoked = Mutex<[TopicPartition]>([])
+        let first = try KafkaConsumer(
+            configuration: KafkaConfiguration(bootstrapServers: cluster.bootstrapServers, fastGroup.merging(["group.id": group]) { $1 }),
+            onRevoke: { revocation in
+                revoked.withLock { $0.append(contentsOf: revocation.partitions) }
+                let offsets = processed.withLock { $0 }
+                try? revocation.commit(offsets)
+            })
+        try first.subscribe([topic])
+        let batch = try await collect(first, count: 5)
+        processed.withLock { $0 = [batch.last!.nextOffset] }
+        await first.close()  // leaving the group revokes the partition: the hook commits offset 5
+        #expect(revoked.withLock { $0 } == [TopicPartition(topic, 0)])
+
+        let second = try consumer(cluster, group: group)
+        try second.subscribe([topic])
+        let rest = try await collect(second, count: 7)
+        #expect(rest.map(\.offset) == Array(5..<12))
+        await second.close()
+        try await producer.close()
+    }
+
     @Test("a broker taken down and brought back loses no acknowledged record", .timeLimit(.minutes(1)))
     func brokerDownAndUp() async throws {
         let cluster = try EmbeddedCluster(brokers: 3)

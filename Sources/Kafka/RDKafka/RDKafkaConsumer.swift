@@ -23,7 +23,7 @@ final class RDKafkaConsumer: Sendable {
     let client: RDKafkaClient
     let buffer: ConsumerEventBuffer
     let logHandler: KafkaLogHandler?
-    let onRevoke: (@Sendable ([TopicPartition]) -> Void)?
+    let onRevoke: (@Sendable (PartitionRevocation) -> Void)?
     let groupID: String
     /// Guards pause/resume decisions and the (non-blocking) C calls that apply them, so that user
     /// pauses and back-pressure pauses never undo each other.
@@ -31,7 +31,7 @@ final class RDKafkaConsumer: Sendable {
 
     init(
         properties: [String: String], groupID: String, bufferCapacity: Int, logHandler: KafkaLogHandler?,
-        onRevoke: (@Sendable ([TopicPartition]) -> Void)?
+        onRevoke: (@Sendable (PartitionRevocation) -> Void)?
     ) throws(KafkaError) {
         client = try RDKafkaClient(
             type: .consumer, properties: properties,
@@ -158,7 +158,7 @@ final class RDKafkaConsumer: Sendable {
             buffer.push(.partitionsAssigned(partitions))
         case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
             let lost = rd_kafka_assignment_lost(client.handle) != 0
-            onRevoke?(partitions)
+            onRevoke?(PartitionRevocation(partitions: partitions, lost: lost, core: self))
             buffer.discardMessages(of: Set(partitions))
             if cooperative {
                 if let error = RDKafkaErrors.consume(rd_kafka_incremental_unassign(client.handle, list), context: context) {
