@@ -1,0 +1,190 @@
+import Synchronization
+
+/// Something the consumer delivers, in order.
+public enum KafkaConsumerEvent: Sendable {
+    /// A record.
+    case message(KafkaMessage)
+    /// The group gave this consumer partitions (incrementally, under the cooperative protocol).
+    case partitionsAssigned([TopicPartition])
+    /// Partitions were taken away (`lost` when the session timed out rather than a clean
+    /// rebalance). Buffered messages of these partitions were discarded.
+    case partitionsRevoked([TopicPartition], lost: Bool)
+    /// The end of a partition was reached (only with `enable.partition.eof=true`).
+    case partitionEnd(TopicPartitionOffset)
+    /// A non-fatal error (e.g. a subscribed topic that does not exist, a broker down, a failed
+    /// async commit). Consumption continues; librdkafka retries on its own.
+    case error(KafkaError)
+}
+
+/// Counters about the consumer's bounded buffer.
+public struct ConsumerBufferStatistics: Sendable, Hashable {
+    /// Messages buffered right now.
+    public var bufferedMessages: Int
+    /// The most messages ever buffered at once (stays at or below the capacity).
+    public var maxBufferedMessages: Int
+    /// How many times the assigned partitions were paused because the buffer was full.
+    public var backpressurePauses: Int
+    /// The buffer's capacity in messages.
+    public var capacity: Int
+}
+
+/// The bounded hand-off between the poll thread (producer side) and the task iterating the
+/// consumer (consumer side). Only messages count toward the capacity; group events always fit.
+final class ConsumerEventBuffer: Sendable {
+    struct State {
+        var items: [KafkaConsumerEvent] = []
+        var head = 0
+        var messageCount = 0
+        var maxMessageCount = 0
+        var pauses = 0
+        var pausedForBackpressure = false
+        var waiter: CheckedContinuation<Result<KafkaConsumerEvent?, KafkaError>, Never>?
+        var finished = false
+        var terminalError: KafkaError?
+
+        mutating func popFirst() -> KafkaConsumerEvent? {
+            guard head < items.count else { return nil }
+            let item = items[head]
+            head += 1
+            if head > 1024, head * 2 > items.count {
+                items.removeFirst(head)
+                head = 0
+            }
+            if case .message = item { messageCount -= 1 }
+            return item
+        }
+    }
+
+    enum BackpressureAction { case none, pause, resume }
+
+    let capacity: Int
+    let state = Mutex(State())
+    /// Called (outside the lock) when the buffer drained enough to resume, to wake the poll thread.
+    let onDrained: @Sendable () -> Void
+
+    init(capacity: Int, onDrained: @escaping @Sendable () -> Void) {
+        self.capacity = capacity
+        self.onDrained = onDrained
+    }
+
+    /// Adds an event (poll thread). Hands it straight to a waiting reader when there is one.
+    func push(_ event: KafkaConsumerEvent) {
+        let waiter = state.withLock { s -> CheckedContinuation<Result<KafkaConsumerEvent?, KafkaError>, Never>? in
+            if s.finished { return nil }
+            if let waiter = s.waiter, s.head >= s.items.count {
+                s.waiter = nil
+                return waiter
+            }
+            s.items.append(event)
+            if case .message = event {
+                s.messageCount += 1
+                s.maxMessageCount = max(s.maxMessageCount, s.messageCount)
+            }
+            return nil
+        }
+        waiter?.resume(returning: .success(event))
+    }
+
+    /// Discards buffered messages of `partitions` (they were revoked or sought elsewhere).
+    func discardMessages(of partitions: Set<TopicPartition>) {
+        guard !partitions.isEmpty else { return }
+        state.withLock { s in
+            var kept: [KafkaConsumerEvent] = []
+            kept.reserveCapacity(s.items.count - s.head)
+            var count = 0
+            for item in s.items[s.head...] {
+                if case .message(let message) = item {
+                    if partitions.contains(message.topicPartition) { continue }
+                    count += 1
+                }
+                kept.append(item)
+            }
+            s.items = kept
+            s.head = 0
+            s.messageCount = count
+        }
+    }
+
+    /// What the poll thread must do about back-pressure now; records the decision.
+    func backpressureAction() -> BackpressureAction {
+        state.withLock { s in
+            if !s.pausedForBackpressure, s.messageCount >= capacity {
+                s.pausedForBackpressure = true
+                s.pauses += 1
+                return .pause
+            }
+            if s.pausedForBackpressure, s.messageCount <= capacity / 2 {
+                s.pausedForBackpressure = false
+                return .resume
+            }
+            return .none
+        }
+    }
+
+    var isPausedForBackpressure: Bool { state.withLock { $0.pausedForBackpressure } }
+
+    /// Ends the stream; a reader gets `error` (thrown) or the end of the sequence.
+    func finish(error: KafkaError? = nil) {
+        let waiter = state.withLock { s -> CheckedContinuation<Result<KafkaConsumerEvent?, KafkaError>, Never>? in
+            if s.finished { return nil }
+            s.finished = true
+            s.terminalError = error
+            defer { s.waiter = nil }
+            return s.waiter
+        }
+        waiter?.resume(returning: error.map { .failure($0) } ?? .success(nil))
+    }
+
+    /// The next event, waiting while the buffer is empty. `nil` at the end or when the task is
+    /// cancelled. Only one reader at a time.
+    func next() async throws(KafkaError) -> KafkaConsumerEvent? {
+        enum Immediate { case event(KafkaConsumerEvent, drained: Bool), end(KafkaError?), wait }
+        let immediate = state.withLock { s -> Immediate in
+            if let event = s.popFirst() {
+                return .event(event, drained: s.pausedForBackpressure && s.messageCount <= capacity / 2)
+            }
+            if s.finished { return .end(s.terminalError) }
+            return .wait
+        }
+        switch immediate {
+        case .event(let event, let drained):
+            if drained { onDrained() }
+            return event
+        case .end(let error):
+            if let error { throw error }
+            return nil
+        case .wait:
+            break
+        }
+        if Task.isCancelled { return nil }
+        if isPausedForBackpressure { onDrained() }
+        let result = await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Result<KafkaConsumerEvent?, KafkaError>, Never>) in
+                let resumeNow = state.withLock { s -> Result<KafkaConsumerEvent?, KafkaError>? in
+                    if let event = s.popFirst() { return .success(event) }
+                    if s.finished { return s.terminalError.map { .failure($0) } ?? .success(nil) }
+                    if Task.isCancelled { return .success(nil) }
+                    precondition(s.waiter == nil, "only one task may iterate a KafkaConsumer at a time")
+                    s.waiter = continuation
+                    return nil
+                }
+                if let resumeNow { continuation.resume(returning: resumeNow) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { s in
+                defer { s.waiter = nil }
+                return s.waiter
+            }
+            waiter?.resume(returning: .success(nil))
+        }
+        return try result.get()
+    }
+
+    var statistics: ConsumerBufferStatistics {
+        state.withLock {
+            ConsumerBufferStatistics(
+                bufferedMessages: $0.messageCount, maxBufferedMessages: $0.maxMessageCount,
+                backpressurePauses: $0.pauses, capacity: capacity)
+        }
+    }
+}

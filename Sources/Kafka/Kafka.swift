@@ -1,2 +1,0 @@
-/// Levee's Swift API over librdkafka. Only files in `RDKafka/` import the C module.
-public enum KafkaLibrary {}

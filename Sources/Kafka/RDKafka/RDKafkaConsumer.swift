@@ -1,0 +1,312 @@
+import CRdKafka
+import Foundation
+import Synchronization
+
+/// The consumer side near C. Its poll thread serves the consumer queue: it copies each fetched
+/// record into the bounded ``ConsumerEventBuffer``, answers rebalances (eager or cooperative), and
+/// pauses every assigned partition while the buffer is full (still serving the queue, so the
+/// group session stays alive), resuming once the reader has drained it to half.
+final class RDKafkaConsumer: Sendable {
+    struct PauseState {
+        var userPaused: Set<TopicPartition> = []
+        var backpressurePaused = false
+    }
+
+    let client: RDKafkaClient
+    let buffer: ConsumerEventBuffer
+    let logHandler: KafkaLogHandler?
+    let onRevoke: (@Sendable ([TopicPartition]) -> Void)?
+    let groupID: String
+    /// Guards pause/resume decisions and the (non-blocking) C calls that apply them, so that user
+    /// pauses and back-pressure pauses never undo each other.
+    let pauses = Mutex(PauseState())
+
+    init(
+        properties: [String: String], groupID: String, bufferCapacity: Int, logHandler: KafkaLogHandler?,
+        onRevoke: (@Sendable ([TopicPartition]) -> Void)?
+    ) throws(KafkaError) {
+        client = try RDKafkaClient(
+            type: .consumer, properties: properties,
+            events: RD_KAFKA_EVENT_FETCH | RD_KAFKA_EVENT_REBALANCE | RD_KAFKA_EVENT_OFFSET_COMMIT)
+        self.groupID = groupID
+        self.logHandler = logHandler
+        self.onRevoke = onRevoke
+        let client = self.client
+        buffer = ConsumerEventBuffer(capacity: bufferCapacity, onDrained: { client.wake() })
+        client.startPolling(
+            handle: { [self] event in handle(event) },
+            idle: { [self] in applyBackpressure() },
+            shutdown: { [self] _ in closeOnPollThread() })
+    }
+
+    // MARK: poll thread
+
+    private func handle(_ event: OpaquePointer) {
+        switch rd_kafka_event_type(event) {
+        case RD_KAFKA_EVENT_FETCH:
+            while let message = rd_kafka_event_message_next(event) {
+                fetched(message)
+            }
+        case RD_KAFKA_EVENT_REBALANCE:
+            rebalance(event)
+        case RD_KAFKA_EVENT_ERROR:
+            let code = rd_kafka_event_error(event)
+            if code == RD_KAFKA_RESP_ERR__PARTITION_EOF, let tp = rd_kafka_event_topic_partition(event) {
+                let end = TopicPartitionOffset(String(cString: tp.pointee.topic), tp.pointee.partition, offset: tp.pointee.offset)
+                rd_kafka_topic_partition_destroy(tp)
+                buffer.push(.partitionEnd(end))
+                return
+            }
+            let error = client.errorOf(event: event)
+            if error.kind == .fatal {
+                buffer.finish(error: error)
+            } else {
+                buffer.push(.error(error))
+            }
+        case RD_KAFKA_EVENT_OFFSET_COMMIT:
+            let code = rd_kafka_event_error(event)
+            if code != RD_KAFKA_RESP_ERR_NO_ERROR, code != RD_KAFKA_RESP_ERR__NO_OFFSET {
+                var error = RDKafkaErrors.error(code: code, context: ["operation": "commit (async)", "group": groupID])
+                if let list = rd_kafka_event_topic_partition_list(event), let partitionError = RDKafkaTopicPartitionList.firstError(of: list) {
+                    error.context.merge(partitionError.context) { a, _ in a }
+                }
+                buffer.push(.error(error))
+            }
+        case RD_KAFKA_EVENT_LOG:
+            if let logHandler, let line = RDKafkaClient.logMessage(of: event) { logHandler(line) }
+        default:
+            // An event type we did not enable: nothing to do, and never a crash.
+            logHandler?(KafkaLogMessage(level: 7, facility: "EVENT", message: "ignored event type \(rd_kafka_event_type(event))"))
+        }
+    }
+
+    private func fetched(_ pointer: UnsafePointer<rd_kafka_message_t>) {
+        let m = pointer.pointee
+        let topic = m.rkt.map { String(cString: rd_kafka_topic_name($0)) } ?? ""
+        if m.err != RD_KAFKA_RESP_ERR_NO_ERROR {
+            if m.err == RD_KAFKA_RESP_ERR__PARTITION_EOF {
+                buffer.push(.partitionEnd(TopicPartitionOffset(topic, m.partition, offset: m.offset)))
+            } else {
+                let text = m.payload.map { String(decoding: UnsafeRawBufferPointer(start: $0, count: m.len), as: UTF8.self) }
+                buffer.push(.error(RDKafkaErrors.error(code: m.err, message: text, context: ["topic": topic, "partition": String(m.partition)])))
+            }
+            return
+        }
+        var timestampType = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
+        let timestamp = rd_kafka_message_timestamp(pointer, &timestampType)
+        var headers: [KafkaHeader] = []
+        var cHeaders: OpaquePointer?
+        if rd_kafka_message_headers(pointer, &cHeaders) == RD_KAFKA_RESP_ERR_NO_ERROR, let cHeaders {
+            var index = 0
+            var name: UnsafePointer<CChar>?
+            var value: UnsafeRawPointer?
+            var size = 0
+            while rd_kafka_header_get_all(cHeaders, index, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR {
+                headers.append(KafkaHeader(name.map { String(cString: $0) } ?? "", value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) }))
+                index += 1
+            }
+        }
+        buffer.push(
+            .message(
+                KafkaMessage(
+                    topic: topic, partition: m.partition, offset: m.offset,
+                    key: m.key.map { Array(UnsafeRawBufferPointer(start: $0, count: m.key_len)) },
+                    value: m.payload.map { Array(UnsafeRawBufferPointer(start: $0, count: m.len)) },
+                    headers: headers,
+                    timestampMilliseconds: timestampType == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : timestamp)))
+    }
+
+    var isCooperative: Bool {
+        guard let name = rd_kafka_rebalance_protocol(client.handle) else { return false }
+        return String(cString: name) == "COOPERATIVE"
+    }
+
+    private func rebalance(_ event: OpaquePointer) {
+        let code = rd_kafka_event_error(event)
+        let list = rd_kafka_event_topic_partition_list(event)  // owned by the event
+        let partitions = RDKafkaTopicPartitionList.offsets(of: list).map(\.topicPartition)
+        let cooperative = isCooperative
+        let context = ["group": groupID, "operation": "rebalance"]
+        switch code {
+        case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+            if cooperative {
+                if let error = RDKafkaErrors.consume(rd_kafka_incremental_assign(client.handle, list), context: context) {
+                    buffer.push(.error(error))
+                }
+            } else {
+                let err = rd_kafka_assign(client.handle, list)
+                if err != RD_KAFKA_RESP_ERR_NO_ERROR { buffer.push(.error(RDKafkaErrors.error(code: err, context: context))) }
+            }
+            // Newly assigned partitions start fetching: keep them paused if they should be.
+            pauses.withLock { p in
+                let toPause = p.backpressurePaused ? partitions : partitions.filter { p.userPaused.contains($0) }
+                if !toPause.isEmpty {
+                    _ = rd_kafka_pause_partitions(client.handle, RDKafkaTopicPartitionList(toPause).pointer)
+                }
+            }
+            buffer.push(.partitionsAssigned(partitions))
+        case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
+            let lost = rd_kafka_assignment_lost(client.handle) != 0
+            onRevoke?(partitions)
+            buffer.discardMessages(of: Set(partitions))
+            if cooperative {
+                if let error = RDKafkaErrors.consume(rd_kafka_incremental_unassign(client.handle, list), context: context) {
+                    buffer.push(.error(error))
+                }
+            } else {
+                _ = rd_kafka_assign(client.handle, nil)
+            }
+            buffer.push(.partitionsRevoked(partitions, lost: lost))
+        default:
+            // A failed rebalance: drop the assignment, as librdkafka's docs prescribe.
+            _ = rd_kafka_assign(client.handle, nil)
+            buffer.push(.error(RDKafkaErrors.error(code: code, context: context)))
+        }
+    }
+
+    private func applyBackpressure() {
+        switch buffer.backpressureAction() {
+        case .none:
+            return
+        case .pause:
+            pauses.withLock { p in
+                p.backpressurePaused = true
+                if let list = currentAssignmentList() {
+                    _ = rd_kafka_pause_partitions(client.handle, list.pointer)
+                }
+            }
+        case .resume:
+            pauses.withLock { p in
+                p.backpressurePaused = false
+                let assigned = (currentAssignmentList()?.offsets ?? []).map(\.topicPartition).filter { !p.userPaused.contains($0) }
+                if !assigned.isEmpty {
+                    _ = rd_kafka_resume_partitions(client.handle, RDKafkaTopicPartitionList(assigned).pointer)
+                }
+            }
+        }
+    }
+
+    private func closeOnPollThread() {
+        // Leave the group cleanly: librdkafka posts the final revoke to our queue, which we keep
+        // serving until it says the consumer is closed (bounded, so a dead cluster cannot hang us).
+        if let error = RDKafkaErrors.consume(rd_kafka_consumer_close_queue(client.handle, client.queue)) {
+            logHandler?(KafkaLogMessage(level: 4, facility: "CLOSE", message: error.description))
+        }
+        let deadline = Date().addingTimeInterval(15)
+        while rd_kafka_consumer_closed(client.handle) == 0, Date() < deadline {
+            if let event = rd_kafka_queue_poll(client.queue, 100) {
+                handle(event)
+                rd_kafka_event_destroy(event)
+            }
+        }
+        buffer.finish()
+    }
+
+    // MARK: calls from the API (thread-safe in librdkafka)
+
+    func currentAssignmentList() -> RDKafkaTopicPartitionList? {
+        var list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?
+        guard rd_kafka_assignment(client.handle, &list) == RD_KAFKA_RESP_ERR_NO_ERROR, let list else { return nil }
+        return RDKafkaTopicPartitionList(owning: list)
+    }
+
+    func assignment() throws(KafkaError) -> [TopicPartition] {
+        var list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?
+        try RDKafkaErrors.check(rd_kafka_assignment(client.handle, &list), context: ["operation": "assignment"])
+        guard let list else { return [] }
+        return RDKafkaTopicPartitionList(owning: list).offsets.map(\.topicPartition)
+    }
+
+    func subscribe(_ topics: [String]) throws(KafkaError) {
+        let list = RDKafkaTopicPartitionList(topics.map { TopicPartition($0, -1) })
+        try RDKafkaErrors.check(rd_kafka_subscribe(client.handle, list.pointer), context: ["operation": "subscribe", "topics": topics.joined(separator: ",")])
+    }
+
+    func assign(_ offsets: [TopicPartitionOffset]) throws(KafkaError) {
+        let list = RDKafkaTopicPartitionList(offsets)
+        try RDKafkaErrors.check(rd_kafka_assign(client.handle, list.pointer), context: ["operation": "assign"])
+    }
+
+    func store(_ offsets: [TopicPartitionOffset]) throws(KafkaError) {
+        let list = RDKafkaTopicPartitionList(offsets)
+        try RDKafkaErrors.check(rd_kafka_offsets_store(client.handle, list.pointer), context: ["operation": "offsets_store"])
+        if let error = list.firstError { throw error }
+    }
+
+    func commitBlocking(_ offsets: [TopicPartitionOffset]?) throws(KafkaError) {
+        let list = offsets.map { RDKafkaTopicPartitionList($0) }
+        let err = rd_kafka_commit(client.handle, list?.pointer, 0)
+        if err == RD_KAFKA_RESP_ERR__NO_OFFSET { return }  // nothing to commit
+        try RDKafkaErrors.check(err, context: ["operation": "commit", "group": groupID])
+        if let error = list?.firstError { throw error }
+    }
+
+    func commitAsync(_ offsets: [TopicPartitionOffset]?) throws(KafkaError) {
+        let list = offsets.map { RDKafkaTopicPartitionList($0) }
+        let err = rd_kafka_commit(client.handle, list?.pointer, 1)
+        if err == RD_KAFKA_RESP_ERR__NO_OFFSET { return }
+        try RDKafkaErrors.check(err, context: ["operation": "commit (async)", "group": groupID])
+    }
+
+    func pause(_ partitions: [TopicPartition]) throws(KafkaError) {
+        try pauses.withLock { (p: inout PauseState) throws(KafkaError) in
+            p.userPaused.formUnion(partitions)
+            let list = RDKafkaTopicPartitionList(partitions)
+            try RDKafkaErrors.check(rd_kafka_pause_partitions(client.handle, list.pointer), context: ["operation": "pause"])
+        }
+    }
+
+    func resume(_ partitions: [TopicPartition]) throws(KafkaError) {
+        try pauses.withLock { (p: inout PauseState) throws(KafkaError) in
+            p.userPaused.subtract(partitions)
+            // While the buffer is full, back-pressure keeps them paused; they resume with it.
+            guard !p.backpressurePaused else { return }
+            let list = RDKafkaTopicPartitionList(partitions)
+            try RDKafkaErrors.check(rd_kafka_resume_partitions(client.handle, list.pointer), context: ["operation": "resume"])
+        }
+    }
+
+    func seekBlocking(_ offsets: [TopicPartitionOffset], timeoutMilliseconds: Int32) throws(KafkaError) {
+        let list = RDKafkaTopicPartitionList(offsets)
+        try RDKafkaErrors.check(rd_kafka_seek_partitions(client.handle, list.pointer, timeoutMilliseconds), context: ["operation": "seek"])
+        if let error = list.firstError { throw error }
+    }
+
+    func committedBlocking(_ partitions: [TopicPartition], timeoutMilliseconds: Int32) throws(KafkaError) -> [TopicPartitionOffset] {
+        let list = RDKafkaTopicPartitionList(partitions)
+        try RDKafkaErrors.check(rd_kafka_committed(client.handle, list.pointer, timeoutMilliseconds), context: ["operation": "committed", "group": groupID])
+        if let error = list.firstError { throw error }
+        return list.offsets
+    }
+
+    func positions(_ partitions: [TopicPartition]) throws(KafkaError) -> [TopicPartitionOffset] {
+        let list = RDKafkaTopicPartitionList(partitions)
+        try RDKafkaErrors.check(rd_kafka_position(client.handle, list.pointer), context: ["operation": "position"])
+        return list.offsets
+    }
+
+    func offsetsForTimesBlocking(_ query: [TopicPartitionOffset], timeoutMilliseconds: Int32) throws(KafkaError) -> [TopicPartitionOffset] {
+        let list = RDKafkaTopicPartitionList(query)
+        try RDKafkaErrors.check(rd_kafka_offsets_for_times(client.handle, list.pointer, timeoutMilliseconds), context: ["operation": "offsets_for_times"])
+        if let error = list.firstError { throw error }
+        return list.offsets
+    }
+
+    func groupMetadata() throws(KafkaError) -> ConsumerGroupMetadata {
+        guard let pointer = rd_kafka_consumer_group_metadata(client.handle) else {
+            throw KafkaError(kind: .state, message: "the consumer has no group metadata (no group.id?)", context: ["group": groupID])
+        }
+        return ConsumerGroupMetadata(owning: pointer, groupID: groupID)
+    }
+
+    var memberID: String? {
+        guard let id = rd_kafka_memberid(client.handle) else { return nil }
+        defer { rd_kafka_mem_free(client.handle, id) }
+        let text = String(cString: id)
+        return text.isEmpty ? nil : text
+    }
+
+    var rebalanceProtocol: String? {
+        rd_kafka_rebalance_protocol(client.handle).map { String(cString: $0) }
+    }
+}
