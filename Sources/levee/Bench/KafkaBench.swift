@@ -13,10 +13,12 @@ enum KafkaBench {
     produces N messages of B bytes to a fresh topic of P partitions, then consumes them back:
       raw     librdkafka's C API in a plain loop (rd_kafka_produce + rd_kafka_poll, then
               rd_kafka_consumer_poll over an assignment of every partition)
+      swift   Levee's KafkaProducer (sendAndForget, then flush) and KafkaConsumer (assign every
+              partition from the beginning, read `messages`)
       kcat    the kcat tool, timed as a process (when installed; --no-kcat skips it)
     Each side runs R times; the best run of each is reported (the machine may be busy).
-    Producers use the same properties: enable.idempotence=true, acks=all,
-    partitioner=murmur2_random, plus any -X given here.
+    All sides use the Swift producer's and consumer's default properties (enable.idempotence=true,
+    acks=all, partitioner=murmur2_random; read_committed, no auto commit), plus any -X given here.
 
     The mock keeps only about 5 MiB per partition, so N × B / P must stay under 4 MiB.
 
@@ -49,7 +51,8 @@ enum KafkaBench {
             let needed = Int((Double(messages) * Double(size) / (4 * 1_048_576)).rounded(.up))
             throw CommandFailure.usage("the embedded cluster keeps only about 5 MiB per partition: use --partitions \(needed) or more for \(messages) × \(size) B")
         }
-        var properties: [String: String] = ["enable.idempotence": "true", "acks": "all", "partitioner": "murmur2_random"]
+        // Both sides get the Swift producer's and consumer's defaults, so they do the same work.
+        var properties = KafkaProducer.defaultProperties
         for item in extra {
             guard let equals = item.firstIndex(of: "="), equals != item.startIndex else {
                 throw CommandFailure.usage("-X expects key=value, got '\(item)'")
@@ -62,7 +65,10 @@ enum KafkaBench {
         do { cluster = try EmbeddedCluster(brokers: 1) } catch { throw CommandFailure.failed("could not start the embedded cluster: \(error)") }
         let setup = Setup(cluster: cluster, messages: messages, size: size, partitions: partitions, properties: properties)
 
-        var sides: [Side] = [Side(name: "raw", label: "raw librdkafka (C API)", produce: rawProduce, consume: rawConsume)]
+        var sides: [Side] = [
+            Side(name: "raw", label: "raw librdkafka (C API)", produce: rawProduce, consume: rawConsume),
+            Side(name: "swift", label: "Swift Kafka layer", produce: swiftProduce, consume: swiftConsume),
+        ]
         if let kcat {
             sides.append(Side(name: "kcat", label: "kcat (process)", produce: { try await kcatProduce(kcat, $0, $1) },
                               consume: { try await kcatConsume(kcat, $0, $1) }))
@@ -114,6 +120,52 @@ enum KafkaBench {
         var consume: (Setup, String) async throws -> RawBaseline.Measurement
     }
 
+    static func swiftProduce(_ setup: Setup, _ topic: String) async throws -> RawBaseline.Measurement {
+        let producer = try KafkaProducer(configuration: KafkaConfiguration(bootstrapServers: setup.cluster.bootstrapServers, setup.properties))
+        let payload = [UInt8](repeating: 0x61, count: setup.size)
+        let clock = ContinuousClock()
+        let start = clock.now
+        for index in 0..<setup.messages {
+            // The same key as the raw side: the index as 8 big-endian bytes.
+            let key = withUnsafeBytes(of: UInt64(index).bigEndian) { Array($0) }
+            try await producer.sendAndForget(ProducerRecord(topic: topic, key: key, value: payload))
+        }
+        try await producer.flush(timeout: .seconds(120))
+        let elapsed = clock.now - start
+        try await producer.close()
+        return RawBaseline.Measurement(messages: setup.messages, bytes: setup.messages * setup.size, seconds: elapsed.seconds)
+    }
+
+    static func swiftConsume(_ setup: Setup, _ topic: String) async throws -> RawBaseline.Measurement {
+        let consumer = try KafkaConsumer(configuration: KafkaConfiguration(bootstrapServers: setup.cluster.bootstrapServers,
+                                                                           consumerProperties(setup.properties)))
+        let clock = ContinuousClock()
+        let start = clock.now
+        try consumer.assign((0..<setup.partitions).map { TopicPartitionOffset(topic, Int32($0), offset: KafkaOffset.beginning) })
+        var received = 0
+        var bytes = 0
+        var finished = start
+        // A watchdog closes the consumer (ending the sequence) if the messages do not all arrive.
+        let watchdog = Task {
+            try await Task.sleep(for: .seconds(120))
+            await consumer.close()
+        }
+        for try await message in consumer.messages {
+            received += 1
+            bytes += message.value?.count ?? 0
+            if received == setup.messages {
+                finished = clock.now
+                break
+            }
+        }
+        watchdog.cancel()
+        await consumer.close()
+        guard received == setup.messages else {
+            throw CommandFailure.failed("the Swift consumer read \(received) of \(setup.messages) messages in 120 s")
+        }
+        return RawBaseline.Measurement(messages: received, bytes: bytes, seconds: (finished - start).seconds)
+    }
+
     static func rawProduce(_ setup: Setup, _ topic: String) async throws -> RawBaseline.Measurement {
         try await onThread {
             try RawBaseline.produce(bootstrapServers: setup.cluster.bootstrapServers, topic: topic, messages: setup.messages,
@@ -128,9 +180,11 @@ enum KafkaBench {
         }
     }
 
-    /// Producer-only properties dropped for consumers (librdkafka warns about them).
+    /// The consumer's properties: the Swift consumer's defaults plus the -X properties that are
+    /// not producer-only (librdkafka warns about those on a consumer).
     static func consumerProperties(_ properties: [String: String]) -> [String: String] {
-        properties.filter { !["enable.idempotence", "acks", "partitioner", "linger.ms", "batch.size", "compression.type"].contains($0.key) }
+        let producerOnly: Set = ["enable.idempotence", "acks", "partitioner", "linger.ms", "batch.size", "compression.type"]
+        return KafkaConsumer.defaultProperties.merging(properties.filter { !producerOnly.contains($0.key) }) { $1 }
     }
 
     static func kcatProduce(_ kcat: String, _ setup: Setup, _ topic: String) async throws -> RawBaseline.Measurement {
@@ -279,5 +333,13 @@ enum KafkaBench {
             }
             return text
         }
+    }
+}
+
+extension Duration {
+    /// The duration in seconds, as a `Double`.
+    fileprivate var seconds: Double {
+        let (whole, attoseconds) = components
+        return Double(whole) + Double(attoseconds) / 1e18
     }
 }
