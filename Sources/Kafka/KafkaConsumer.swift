@@ -154,11 +154,8 @@ public final class KafkaConsumer: Sendable {
 
     /// Moves the fetch position of assigned partitions; buffered records of those partitions are
     /// discarded so the next record comes from the new position.
-    public func seek(_ offsets: [TopicPartitionOffset], timeout: Duration = .seconds(10)) async throws {
-        let core = self.core
-        let ms = milliseconds(timeout)
-        try await core.client.blocking { () throws(KafkaError) in try core.seekBlocking(offsets, timeoutMilliseconds: ms) }
-        core.buffer.discardMessages(of: Set(offsets.map(\.topicPartition)))
+    public func seek(_ offsets: [TopicPartitionOffset]) async throws {
+        try await core.seek(offsets)
     }
 
     /// The group's committed offsets for these partitions (``KafkaOffset/invalid`` where none).
@@ -239,7 +236,7 @@ public final class KafkaConsumer: Sendable {
 
         public func makeAsyncIterator() -> Iterator { Iterator(buffer: buffer) }
 
-        public struct Iterator: AsyncIteratorProtocol {
+        public struct Iterator: AsyncIteratorProtocol, Sendable {
             let buffer: ConsumerEventBuffer
             public mutating func next() async throws -> KafkaConsumerEvent? {
                 try await buffer.next()
@@ -254,7 +251,7 @@ public final class KafkaConsumer: Sendable {
 
         public func makeAsyncIterator() -> Iterator { Iterator(buffer: buffer) }
 
-        public struct Iterator: AsyncIteratorProtocol {
+        public struct Iterator: AsyncIteratorProtocol, Sendable {
             let buffer: ConsumerEventBuffer
             public mutating func next() async throws -> KafkaMessage? {
                 while let event = try await buffer.next() {
