@@ -27,6 +27,9 @@ enum KafkaBench {
       --size B         payload bytes per message (default 1024)
       --partitions P   partitions of each topic (default 32)
       --runs R         runs per side; the best is reported (default 3)
+      --consumer-buffer N
+                       the Swift consumer's buffer in messages (default: KafkaConsumer's
+                       default); when it fills, the consumer pauses its partitions
       --no-kcat        leave kcat out
       -X key=value     librdkafka property for every producer and consumer (repeatable)
       --json           one JSON object instead of the table
@@ -37,6 +40,7 @@ enum KafkaBench {
         let size = try arguments.option("--size", as: Int.self) ?? 1024
         let partitions = try arguments.option("--partitions", as: Int.self) ?? 32
         let runs = try arguments.option("--runs", as: Int.self) ?? 3
+        let consumerBuffer = try arguments.option("--consumer-buffer", as: Int.self)
         let skipKcat = arguments.flag("--no-kcat")
         let extra = try arguments.values("-X")
         let json = arguments.flag("--json")
@@ -46,6 +50,7 @@ enum KafkaBench {
         guard size >= 1, size <= 1_000_000 else { throw CommandFailure.usage("--size must be between 1 and 1000000 bytes") }
         guard (1...1000).contains(partitions) else { throw CommandFailure.usage("--partitions must be between 1 and 1000") }
         guard (1...20).contains(runs) else { throw CommandFailure.usage("--runs must be between 1 and 20") }
+        if let consumerBuffer, consumerBuffer < 1 { throw CommandFailure.usage("--consumer-buffer must be at least 1") }
         let perPartition = Double(messages) * Double(size) / Double(partitions)
         guard perPartition <= 4 * 1_048_576 else {
             let needed = Int((Double(messages) * Double(size) / (4 * 1_048_576)).rounded(.up))
@@ -63,7 +68,8 @@ enum KafkaBench {
 
         let cluster: EmbeddedCluster
         do { cluster = try EmbeddedCluster(brokers: 1) } catch { throw CommandFailure.failed("could not start the embedded cluster: \(error)") }
-        let setup = Setup(cluster: cluster, messages: messages, size: size, partitions: partitions, properties: properties)
+        let setup = Setup(cluster: cluster, messages: messages, size: size, partitions: partitions, properties: properties,
+                          consumerBuffer: consumerBuffer)
 
         var sides: [Side] = [
             Side(name: "raw", label: "raw librdkafka (C API)", produce: rawProduce, consume: rawConsume),
@@ -94,6 +100,7 @@ enum KafkaBench {
         }
 
         let report = Report(messages: messages, size: size, partitions: partitions, runs: runs, properties: properties,
+                            consumerBuffer: consumerBuffer,
                             sides: sides.map { side in results[side.name].map { ReportSide(name: side.name, label: side.label, $0) } }.compactMap { $0 })
         if json {
             try printJSON(report)
@@ -111,6 +118,8 @@ enum KafkaBench {
         var size: Int
         var partitions: Int
         var properties: [String: String]
+        /// The Swift consumer's `bufferCapacity`, or nil for its default.
+        var consumerBuffer: Int?
     }
 
     struct Side {
@@ -137,8 +146,9 @@ enum KafkaBench {
     }
 
     static func swiftConsume(_ setup: Setup, _ topic: String) async throws -> RawBaseline.Measurement {
-        let consumer = try KafkaConsumer(configuration: KafkaConfiguration(bootstrapServers: setup.cluster.bootstrapServers,
-                                                                           consumerProperties(setup.properties)))
+        let configuration = KafkaConfiguration(bootstrapServers: setup.cluster.bootstrapServers, consumerProperties(setup.properties))
+        let consumer = try setup.consumerBuffer.map { try KafkaConsumer(configuration: configuration, bufferCapacity: $0) }
+            ?? KafkaConsumer(configuration: configuration)
         let clock = ContinuousClock()
         let start = clock.now
         try consumer.assign((0..<setup.partitions).map { TopicPartitionOffset(topic, Int32($0), offset: KafkaOffset.beginning) })
@@ -300,11 +310,14 @@ enum KafkaBench {
         var partitions: Int
         var runs: Int
         var properties: [String: String]
+        var consumerBuffer: Int?
         var sides: [ReportSide]
         /// Swift ÷ raw, best against best (absent until the Swift side runs).
         var swiftToRaw: Ratio?
 
-        init(messages: Int, size: Int, partitions: Int, runs: Int, properties: [String: String], sides: [ReportSide]) {
+        init(messages: Int, size: Int, partitions: Int, runs: Int, properties: [String: String], consumerBuffer: Int?,
+             sides: [ReportSide]) {
+            self.consumerBuffer = consumerBuffer
             self.messages = messages
             self.size = size
             self.partitions = partitions
@@ -318,7 +331,9 @@ enum KafkaBench {
         }
 
         func table() -> String {
-            var text = "Kafka layer: \(messages) messages × \(size) B, \(partitions) partitions, embedded cluster (1 broker), best of \(runs)\n"
+            var text = "Kafka layer: \(messages) messages × \(size) B, \(partitions) partitions, embedded cluster (1 broker), best of \(runs)"
+            text += consumerBuffer.map { ", Swift consumer buffer \($0)" } ?? ""
+            text += "\n"
             text += "side                      produce msg/s    MB/s   consume msg/s    MB/s\n"
             for side in sides {
                 text += side.label.padding(toLength: 24, withPad: " ", startingAt: 0)
