@@ -1,4 +1,5 @@
 import Foundation
+import Kafka
 import Testing
 
 /// `levee broker`, run as a separate process the way scripts use it; kcat is the client.
@@ -93,6 +94,44 @@ struct BrokerCommandTests {
         #expect(failed.stderr.contains("Topic authorization failed"))
         let delivered = try Kcat.run(["-P", "-b", bootstrap, "-t", "levee.cli.errors"], input: "two\n")
         #expect(delivered.status == 0)
+        broker.send("quit\n")
+        #expect(broker.waitForExit().status == 0)
+    }
+
+    @Test("the Swift Kafka layer produces to and consumes from it, across a broker down/up", .timeLimit(.minutes(1)))
+    func swiftLayerRoundTrip() async throws {
+        let broker = try LeveeProcess.start(["broker", "--brokers", "2", "--topic", "levee.cli.swift:4"])
+        let bootstrap = try #require(broker.readLine())
+        let producer = try KafkaProducer(configuration: KafkaConfiguration(bootstrapServers: bootstrap))
+        var sent: [String: String] = [:]
+        for index in 0..<100 {
+            sent["key-\(index)"] = "value-\(index)"
+            _ = try await producer.send(ProducerRecord(topic: "levee.cli.swift", key: "key-\(index)", value: "value-\(index)"))
+        }
+        // Broker 2 goes away and comes back; records sent meanwhile are still delivered.
+        broker.send("down 2\n")
+        #expect(broker.readLine() == "ok broker 2 down")
+        for index in 100..<150 {
+            sent["key-\(index)"] = "value-\(index)"
+            try await producer.sendAndForget(ProducerRecord(topic: "levee.cli.swift", key: "key-\(index)", value: "value-\(index)"))
+        }
+        broker.send("up 2\n")
+        #expect(broker.readLine() == "ok broker 2 up")
+        try await producer.flush(timeout: .seconds(30))
+        try await producer.close()
+
+        let consumer = try KafkaConsumer(configuration: KafkaConfiguration(bootstrapServers: bootstrap))
+        try consumer.assign((0..<4).map { TopicPartitionOffset("levee.cli.swift", Int32($0), offset: KafkaOffset.beginning) })
+        var received: [String: String] = [:]
+        var count = 0
+        for try await message in consumer.messages {
+            received[message.key.map { String(decoding: $0, as: UTF8.self) } ?? ""] = message.value.map { String(decoding: $0, as: UTF8.self) }
+            count += 1
+            if count == sent.count { break }
+        }
+        await consumer.close()
+        #expect(count == 150)
+        #expect(received == sent)
         broker.send("quit\n")
         #expect(broker.waitForExit().status == 0)
     }
