@@ -257,7 +257,7 @@ struct MockClusterTests {
             guard let message = try await iterator.next() else { break }
             received.append(message)
             #expect(consumer.bufferStatistics.bufferedMessages <= capacity)
-            if received.count % 10 == 0 { try await Task.sleep(for: .milliseconds(2)) }  // a slow reader
+            if received.count % 50 == 0 { try await Task.sleep(for: .milliseconds(150)) }  // a slow reader
         }
         let statistics = consumer.bufferStatistics
         #expect(statistics.maxBufferedMessages <= capacity)

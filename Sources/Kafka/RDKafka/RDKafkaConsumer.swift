@@ -180,6 +180,8 @@ final class RDKafkaConsumer: Sendable {
 
     private func applyBackpressure() {
         runSeeks()
+        // Give a reader that keeps up a moment to take records before pausing (see waitForRoom).
+        _ = buffer.waitForRoom(timeout: .milliseconds(50))
         let action = buffer.backpressureAction()
         guard action != .none else { return }
         pauses.withLock { p in
