@@ -16,7 +16,8 @@ enum KafkaBench {
       swift   Levee's KafkaProducer (sendAndForget, then flush) and KafkaConsumer (assign every
               partition from the beginning, read `messages`)
       kcat    the kcat tool, timed as a process (when installed; --no-kcat skips it)
-    Each side runs R times; the best run of each is reported (the machine may be busy).
+    Each side runs R times (the sides take turns); the best run of each is reported, and the
+    median next to it (the machine may be busy).
     All sides use the Swift producer's and consumer's default properties (enable.idempotence=true,
     acks=all, partitioner=murmur2_random; read_committed, no auto commit), plus any -X given here.
 
@@ -275,6 +276,8 @@ enum KafkaBench {
         var seconds: Double
         /// Every run's messages per second, in run order.
         var runs: [Double]
+        /// The median run's messages per second (steadier than the best on a busy machine).
+        var medianMessagesPerSecond: Double
 
         init(best measurements: [RawBaseline.Measurement]) {
             let best = measurements.max { $0.messagesPerSecond < $1.messagesPerSecond }!
@@ -282,6 +285,9 @@ enum KafkaBench {
             megabytesPerSecond = (best.megabytesPerSecond * 10).rounded() / 10
             seconds = (best.seconds * 1000).rounded() / 1000
             runs = measurements.map { $0.messagesPerSecond.rounded() }
+            let sorted = measurements.map(\.messagesPerSecond).sorted()
+            let middle = sorted.count / 2
+            medianMessagesPerSecond = (sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2).rounded()
         }
     }
 
@@ -312,8 +318,10 @@ enum KafkaBench {
         var properties: [String: String]
         var consumerBuffer: Int?
         var sides: [ReportSide]
-        /// Swift ÷ raw, best against best (absent until the Swift side runs).
+        /// Swift ÷ raw, best run against best run.
         var swiftToRaw: Ratio?
+        /// Swift ÷ raw, median run against median run.
+        var swiftToRawMedian: Ratio?
 
         init(messages: Int, size: Int, partitions: Int, runs: Int, properties: [String: String], consumerBuffer: Int?,
              sides: [ReportSide]) {
@@ -325,8 +333,10 @@ enum KafkaBench {
             self.properties = properties
             self.sides = sides
             if let swift = sides.first(where: { $0.name == "swift" }), let raw = sides.first(where: { $0.name == "raw" }) {
-                swiftToRaw = Ratio(produce: (swift.produce.messagesPerSecond / raw.produce.messagesPerSecond * 100).rounded() / 100,
-                                   consume: (swift.consume.messagesPerSecond / raw.consume.messagesPerSecond * 100).rounded() / 100)
+                swiftToRaw = Ratio(produce: ratio(swift.produce.messagesPerSecond, raw.produce.messagesPerSecond),
+                                   consume: ratio(swift.consume.messagesPerSecond, raw.consume.messagesPerSecond))
+                swiftToRawMedian = Ratio(produce: ratio(swift.produce.medianMessagesPerSecond, raw.produce.medianMessagesPerSecond),
+                                         consume: ratio(swift.consume.medianMessagesPerSecond, raw.consume.medianMessagesPerSecond))
             }
         }
 
@@ -341,12 +351,18 @@ enum KafkaBench {
                                side.produce.messagesPerSecond, side.produce.megabytesPerSecond,
                                side.consume.messagesPerSecond, side.consume.megabytesPerSecond)
             }
-            if let swiftToRaw {
-                text += "Swift ÷ raw".padding(toLength: 24, withPad: " ", startingAt: 0)
+            if let swiftToRaw, let swiftToRawMedian {
+                text += "Swift ÷ raw (best)".padding(toLength: 24, withPad: " ", startingAt: 0)
                 text += String(format: " %13.2f× %23.2f×   (goal: ≥ 0.80× for 1 KB messages)\n",
                                swiftToRaw.produce, swiftToRaw.consume)
+                text += "Swift ÷ raw (median)".padding(toLength: 24, withPad: " ", startingAt: 0)
+                text += String(format: " %13.2f× %23.2f×\n", swiftToRawMedian.produce, swiftToRawMedian.consume)
             }
             return text
+        }
+
+        private func ratio(_ swift: Double, _ raw: Double) -> Double {
+            raw > 0 ? (swift / raw * 100).rounded() / 100 : 0
         }
     }
 }
