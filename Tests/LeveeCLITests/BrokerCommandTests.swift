@@ -150,6 +150,10 @@ struct BrokerCommandTests {
         #expect(replies[3] == "ok broker 1 up")
         #expect(replies[4].hasPrefix("ok"))
         #expect(try Kcat.metadata(bootstrap, topic: "levee.cli.sock").topics.first?.partitions.count == 6)
+        // A client that hangs up without reading its replies does not take the broker down.
+        for _ in 0..<20 { try UnixSocketClient.sendAndHangUp(path: path, lines: ["status", "help"]) }
+        #expect(try UnixSocketClient.exchange(path: path, lines: ["status"]).first?.hasPrefix("ok") == true)
+        #expect(broker.isRunning)
         // The socket's commands are not echoed on stdout; `quit` there stops the broker.
         broker.closeInput()
         #expect(try UnixSocketClient.exchange(path: path, lines: ["quit"]) == ["ok bye"])
@@ -226,27 +230,17 @@ enum Kcat {
 
 /// A unix-domain socket client: sends lines and reads one reply line for each.
 enum UnixSocketClient {
+    /// Sends the lines and closes at once, without reading the replies.
+    static func sendAndHangUp(path: String, lines: [String]) throws {
+        let fd = try connectedSocket(path)
+        let request = Array((lines.joined(separator: "\n") + "\n").utf8)
+        _ = request.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+    }
+
     static func exchange(path: String, lines: [String]) throws -> [String] {
-        #if os(Linux)
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        #else
-        let fd = socket(AF_UNIX, SOCK_STREAM, 0)
-        #endif
-        guard fd >= 0 else { throw LeveeProcess.Failure(description: "socket failed") }
+        let fd = try connectedSocket(path)
         defer { close(fd) }
-        var timeout = timeval(tv_sec: 20, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard connected == 0 else { throw LeveeProcess.Failure(description: "connect \(path): \(String(cString: strerror(errno)))") }
         let request = Array((lines.joined(separator: "\n") + "\n").utf8)
         guard request.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) == request.count else {
             throw LeveeProcess.Failure(description: "write failed")
@@ -259,5 +253,31 @@ enum UnixSocketClient {
             received += chunk[0..<count]
         }
         return String(decoding: received, as: UTF8.self).split(separator: "\n").map(String.init)
+    }
+
+    private static func connectedSocket(_ path: String) throws -> Int32 {
+        #if os(Linux)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        #else
+        let fd = socket(AF_UNIX, SOCK_STREAM, 0)
+        #endif
+        guard fd >= 0 else { throw LeveeProcess.Failure(description: "socket failed") }
+        var timeout = timeval(tv_sec: 20, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard connected == 0 else {
+            close(fd)
+            throw LeveeProcess.Failure(description: "connect \(path): \(String(cString: strerror(errno)))")
+        }
+        return fd
     }
 }
