@@ -27,6 +27,8 @@ public struct ConsumerBufferStatistics: Sendable, Hashable {
     public var backpressurePauses: Int
     /// The buffer's capacity in messages.
     public var capacity: Int
+    /// Error events dropped because more than 100 were waiting unread.
+    public var droppedErrors: Int
 }
 
 /// The bounded hand-off between the poll thread (producer side) and the task iterating the
@@ -44,6 +46,9 @@ final class ConsumerEventBuffer: Sendable {
         var terminalError: KafkaError?
         /// The poll thread is waiting (briefly) for room; the reader signals `room` when it makes some.
         var pollThreadWaiting = false
+        /// Error events waiting to be read, and those dropped because too many were waiting.
+        var errorCount = 0
+        var droppedErrors = 0
 
         /// Whether the poll thread must be woken now that a record was taken; clears the flag.
         mutating func takeRoomWakeUp(capacity: Int) -> Bool {
@@ -61,11 +66,15 @@ final class ConsumerEventBuffer: Sendable {
                 head = 0
             }
             if case .message = item { messageCount -= 1 }
+            if case .error = item { errorCount -= 1 }
             return item
         }
     }
 
     enum BackpressureAction { case none, pause, resume }
+
+    /// At most this many unread error events are kept.
+    static let maxPendingErrors = 100
 
     let capacity: Int
     let state = Mutex(State())
@@ -86,6 +95,15 @@ final class ConsumerEventBuffer: Sendable {
                 s.waiter = nil
                 return waiter
             }
+            if case .error = event {
+                // Errors repeat while a broker is down; a reader that is not reading must not make
+                // them pile up. Keep the first ones and count the rest.
+                if s.errorCount >= Self.maxPendingErrors {
+                    s.droppedErrors += 1
+                    return nil
+                }
+                s.errorCount += 1
+            }
             s.items.append(event)
             if case .message = event {
                 s.messageCount += 1
@@ -103,7 +121,9 @@ final class ConsumerEventBuffer: Sendable {
             var kept: [KafkaConsumerEvent] = []
             kept.reserveCapacity(s.items.count - s.head)
             var count = 0
+            var errors = 0
             for item in s.items[s.head...] {
+                if case .error = item { errors += 1 }
                 if case .message(let message) = item {
                     if partitions.contains(message.topicPartition) { continue }
                     count += 1
@@ -113,6 +133,7 @@ final class ConsumerEventBuffer: Sendable {
             s.items = kept
             s.head = 0
             s.messageCount = count
+            s.errorCount = errors
         }
         if state.withLock({ $0.takeRoomWakeUp(capacity: capacity) }) { room.signal() }
     }
@@ -220,7 +241,7 @@ final class ConsumerEventBuffer: Sendable {
         state.withLock {
             ConsumerBufferStatistics(
                 bufferedMessages: $0.messageCount, maxBufferedMessages: $0.maxMessageCount,
-                backpressurePauses: $0.pauses, capacity: capacity)
+                backpressurePauses: $0.pauses, capacity: capacity, droppedErrors: $0.droppedErrors)
         }
     }
 }

@@ -169,6 +169,11 @@ struct ConfigurationTests {
         if case .partitionsAssigned = try await buffer.next() {} else { Issue.record("the group event was lost") }
         #expect(buffer.statistics.maxBufferedMessages == 4)
         #expect(buffer.statistics.backpressurePauses == 1)
+        for i in 0..<150 { buffer.push(.error(KafkaError(kind: .retriable, message: "broker down \(i)"))) }
+        #expect(buffer.statistics.droppedErrors == 50)
+        var errors = 0
+        while case .error = try await buffer.next() { errors += 1; if errors == 100 { break } }
+        #expect(errors == 100)
         buffer.finish()
         #expect(try await buffer.next() == nil)
     }

@@ -212,6 +212,54 @@ struct MockClusterTests {
         try await producer.close()
     }
 
+    @Test("transaction errors carry librdkafka's class: abortable errors recover after abort, fencing is fatal", .timeLimit(.minutes(1)))
+    func transactionErrorClasses() async throws {
+        // The mock does not enforce transaction outcomes, but it does return injected errors, and
+        // librdkafka classifies them in its rd_kafka_error_t objects.
+        let cluster = try EmbeddedCluster(brokers: 1)
+        let topic = uniqueName("txn-errors")
+        try cluster.createTopic(topic, partitions: 1)
+        let producer = try TransactionalProducer(configuration: KafkaConfiguration(
+            bootstrapServers: cluster.bootstrapServers, ["transactional.id": uniqueName("tx"), "message.timeout.ms": "5000"]))
+        try await producer.initTransactions()
+
+        try producer.beginTransaction()
+        try cluster.pushRequestErrors(api: .produce, errorNames: ["MSG_SIZE_TOO_LARGE"])
+        let denied = try await #require(throws: KafkaError.self) { try await producer.send(ProducerRecord(topic: topic, key: nil, value: "denied")) }
+        #expect(denied.codeName == "MSG_SIZE_TOO_LARGE")
+        let abortable = try await #require(throws: KafkaError.self) { try await producer.commitTransaction() }
+        #expect(abortable.kind == .transactionAbortable, "\(abortable)")
+        try await producer.abortTransaction()
+
+        // The producer recovers. librdkafka 2.0.2 may still purge (_PURGE_QUEUE) a record sent
+        // right after the abort while it bumps the producer epoch, so allow a second attempt.
+        var committed = false
+        var attempts: [String] = []
+        for _ in 0..<3 where !committed {
+            do {
+                try producer.beginTransaction()
+                let report = try await producer.send(ProducerRecord(topic: topic, key: nil, value: "after abort"))
+                #expect(report.offset >= 0)
+                try await producer.commitTransaction()
+                committed = true
+            } catch let error as KafkaError {
+                attempts.append(error.description)
+                #expect(error.kind != .fatal, "\(error)")
+                try await producer.abortTransaction()
+            }
+        }
+        #expect(committed, "\(attempts)")
+
+        try producer.beginTransaction()
+        try cluster.pushRequestErrors(api: .addPartitionsToTxn, errorNames: ["PRODUCER_FENCED"])
+        _ = try? await producer.send(ProducerRecord(topic: topic, key: nil, value: "fenced"))
+        let fatal = try await #require(throws: KafkaError.self) { try await producer.commitTransaction() }
+        #expect(fatal.kind == .fatal, "\(fatal)")
+        #expect(producer.fatalError?.kind == .fatal)
+        await #expect(throws: KafkaError.self) { try producer.beginTransaction() }
+        await producer.close()
+    }
+
     @Test("a broker taken down and brought back loses no acknowledged record", .timeLimit(.minutes(1)))
     func brokerDownAndUp() async throws {
         let cluster = try EmbeddedCluster(brokers: 3)

@@ -2,9 +2,10 @@ import Foundation
 import Kafka
 import Testing
 
-/// Transactions against noida-db, a broker that enforces them (the mock cluster does not).
+/// Against noida-db, a broker that enforces transactions (the mock cluster does not) and
+/// implements static membership (the 2.0.2 mock rebalances instead).
 /// Needs LEVEE_NOIDA_BOOTSTRAP (scripts/test sets it); skips with a printed reason otherwise.
-@Suite("Kafka transactions on noida-db")
+@Suite("Kafka on noida-db: transactions, admin, static membership")
 struct NoidaTransactionTests {
     struct Setup {
         let bootstrap: String
@@ -134,6 +135,37 @@ struct NoidaTransactionTests {
         #expect(output.compactMap(\.valueString) == ["from the new instance"])
         await old.close()
         await new.close()
+    }
+
+    @Test("a static member (group.instance.id) that restarts gets its partitions back", .timeLimit(.minutes(1)))
+    func staticMembership() async throws {
+        guard let bootstrap = noidaBootstrap() else { return }
+        let topic = uniqueName("static")
+        let admin = try KafkaAdmin(configuration: KafkaConfiguration(bootstrapServers: bootstrap))
+        try await admin.createTopics([NewTopic(name: topic, partitions: 4, replicationFactor: 1)])
+        let group = uniqueName("g")
+        func member(_ instance: String) throws -> KafkaConsumer {
+            try KafkaConsumer(configuration: KafkaConfiguration(
+                bootstrapServers: bootstrap, fastGroup.merging(["group.id": group, "group.instance.id": instance]) { $1 }))
+        }
+        let a = try member("instance-a")
+        let b = try member("instance-b")
+        try a.subscribe([topic])
+        try b.subscribe([topic])
+        try await eventually(.seconds(30), "both members share the partitions") {
+            let (x, y) = (try a.assignment(), try b.assignment())
+            return !x.isEmpty && !y.isEmpty && x.count + y.count == 4
+        }
+        let before = Set(try a.assignment())
+        let generation = b.generationID
+        await a.close()
+        let again = try member("instance-a")
+        try again.subscribe([topic])
+        try await eventually(.seconds(30), "the restarted member is assigned again") { !(try again.assignment()).isEmpty }
+        #expect(Set(try again.assignment()) == before)
+        #expect(b.generationID == generation, "the other member saw no rebalance")
+        await again.close()
+        await b.close()
     }
 
     @Test("admin creates topics idempotently, with configs, and describes them", .timeLimit(.minutes(1)))
