@@ -1,3 +1,4 @@
+import Dispatch
 import Synchronization
 
 /// Something the consumer delivers, in order.
@@ -26,6 +27,8 @@ public struct ConsumerBufferStatistics: Sendable, Hashable {
     public var backpressurePauses: Int
     /// The buffer's capacity in messages.
     public var capacity: Int
+    /// Error events dropped because more than 100 were waiting unread.
+    public var droppedErrors: Int
 }
 
 /// The bounded hand-off between the poll thread (producer side) and the task iterating the
@@ -41,6 +44,18 @@ final class ConsumerEventBuffer: Sendable {
         var waiter: CheckedContinuation<Result<KafkaConsumerEvent?, KafkaError>, Never>?
         var finished = false
         var terminalError: KafkaError?
+        /// The poll thread is waiting (briefly) for room; the reader signals `room` when it makes some.
+        var pollThreadWaiting = false
+        /// Error events waiting to be read, and those dropped because too many were waiting.
+        var errorCount = 0
+        var droppedErrors = 0
+
+        /// Whether the poll thread must be woken now that a record was taken; clears the flag.
+        mutating func takeRoomWakeUp(capacity: Int) -> Bool {
+            guard pollThreadWaiting, messageCount < capacity else { return false }
+            pollThreadWaiting = false
+            return true
+        }
 
         mutating func popFirst() -> KafkaConsumerEvent? {
             guard head < items.count else { return nil }
@@ -51,14 +66,19 @@ final class ConsumerEventBuffer: Sendable {
                 head = 0
             }
             if case .message = item { messageCount -= 1 }
+            if case .error = item { errorCount -= 1 }
             return item
         }
     }
 
     enum BackpressureAction { case none, pause, resume }
 
+    /// At most this many unread error events are kept.
+    static let maxPendingErrors = 100
+
     let capacity: Int
     let state = Mutex(State())
+    private let room = DispatchSemaphore(value: 0)
     /// Called (outside the lock) when the buffer drained enough to resume, to wake the poll thread.
     let onDrained: @Sendable () -> Void
 
@@ -74,6 +94,15 @@ final class ConsumerEventBuffer: Sendable {
             if let waiter = s.waiter, s.head >= s.items.count {
                 s.waiter = nil
                 return waiter
+            }
+            if case .error = event {
+                // Errors repeat while a broker is down; a reader that is not reading must not make
+                // them pile up. Keep the first ones and count the rest.
+                if s.errorCount >= Self.maxPendingErrors {
+                    s.droppedErrors += 1
+                    return nil
+                }
+                s.errorCount += 1
             }
             s.items.append(event)
             if case .message = event {
@@ -92,7 +121,9 @@ final class ConsumerEventBuffer: Sendable {
             var kept: [KafkaConsumerEvent] = []
             kept.reserveCapacity(s.items.count - s.head)
             var count = 0
+            var errors = 0
             for item in s.items[s.head...] {
+                if case .error = item { errors += 1 }
                 if case .message(let message) = item {
                     if partitions.contains(message.topicPartition) { continue }
                     count += 1
@@ -102,7 +133,9 @@ final class ConsumerEventBuffer: Sendable {
             s.items = kept
             s.head = 0
             s.messageCount = count
+            s.errorCount = errors
         }
+        if state.withLock({ $0.takeRoomWakeUp(capacity: capacity) }) { room.signal() }
     }
 
     /// What the poll thread must do about back-pressure now; records the decision.
@@ -123,6 +156,24 @@ final class ConsumerEventBuffer: Sendable {
 
     var isPausedForBackpressure: Bool { state.withLock { $0.pausedForBackpressure } }
 
+    /// Poll thread: when the buffer is full, waits up to `timeout` for the reader to make room.
+    /// A reader that keeps up frees a slot within microseconds, so the costly pause (which
+    /// discards librdkafka's prefetched records and refetches them later) is left for readers
+    /// that are really slow. Returns whether there is room now.
+    func waitForRoom(timeout: DispatchTimeInterval) -> Bool {
+        let full = state.withLock { s in
+            guard s.messageCount >= capacity, !s.pausedForBackpressure, !s.finished else { return false }
+            s.pollThreadWaiting = true
+            return true
+        }
+        guard full else { return true }
+        _ = room.wait(timeout: .now() + timeout)
+        return state.withLock { s in
+            s.pollThreadWaiting = false
+            return s.messageCount < capacity
+        }
+    }
+
     /// Ends the stream; a reader gets `error` (thrown) or the end of the sequence.
     func finish(error: KafkaError? = nil) {
         let waiter = state.withLock { s -> CheckedContinuation<Result<KafkaConsumerEvent?, KafkaError>, Never>? in
@@ -138,16 +189,17 @@ final class ConsumerEventBuffer: Sendable {
     /// The next event, waiting while the buffer is empty. `nil` at the end or when the task is
     /// cancelled. Only one reader at a time.
     func next() async throws(KafkaError) -> KafkaConsumerEvent? {
-        enum Immediate { case event(KafkaConsumerEvent, drained: Bool), end(KafkaError?), wait }
+        enum Immediate { case event(KafkaConsumerEvent, drained: Bool, room: Bool), end(KafkaError?), wait }
         let immediate = state.withLock { s -> Immediate in
             if let event = s.popFirst() {
-                return .event(event, drained: s.pausedForBackpressure && s.messageCount <= capacity / 2)
+                return .event(event, drained: s.pausedForBackpressure && s.messageCount <= capacity / 2, room: s.takeRoomWakeUp(capacity: capacity))
             }
             if s.finished { return .end(s.terminalError) }
             return .wait
         }
         switch immediate {
-        case .event(let event, let drained):
+        case .event(let event, let drained, let room):
+            if room { self.room.signal() }
             if drained { onDrained() }
             return event
         case .end(let error):
@@ -161,10 +213,15 @@ final class ConsumerEventBuffer: Sendable {
         let result = await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Result<KafkaConsumerEvent?, KafkaError>, Never>) in
                 let resumeNow = state.withLock { s -> Result<KafkaConsumerEvent?, KafkaError>? in
-                    if let event = s.popFirst() { return .success(event) }
+                    if let event = s.popFirst() {
+                        if s.takeRoomWakeUp(capacity: capacity) { room.signal() }
+                        return .success(event)
+                    }
                     if s.finished { return s.terminalError.map { .failure($0) } ?? .success(nil) }
                     if Task.isCancelled { return .success(nil) }
-                    precondition(s.waiter == nil, "only one task may iterate a KafkaConsumer at a time")
+                    if s.waiter != nil {
+                        return .failure(KafkaError(kind: .state, message: "another task is already iterating this consumer; only one may at a time"))
+                    }
                     s.waiter = continuation
                     return nil
                 }
@@ -184,7 +241,7 @@ final class ConsumerEventBuffer: Sendable {
         state.withLock {
             ConsumerBufferStatistics(
                 bufferedMessages: $0.messageCount, maxBufferedMessages: $0.maxMessageCount,
-                backpressurePauses: $0.pauses, capacity: capacity)
+                backpressurePauses: $0.pauses, capacity: capacity, droppedErrors: $0.droppedErrors)
         }
     }
 }

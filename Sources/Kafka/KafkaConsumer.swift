@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 
 /// A partition's position against its group's committed offset.
@@ -55,11 +56,12 @@ public final class KafkaConsumer: Sendable {
     ///   - bufferCapacity: messages held for the reader before partitions are paused.
     ///   - logHandler: receives librdkafka's log lines; without one they are dropped.
     ///   - onRevoke: called on the poll thread before partitions are taken away, while their
-    ///     offsets can still be committed. It blocks the group's progress, so keep it short.
+    ///     offsets can still be committed (see ``PartitionRevocation``). The rebalance waits for
+    ///     it, so keep it short.
     /// - Throws: `KafkaError(kind: .configuration)` for a property librdkafka rejects.
     public init(
         configuration: KafkaConfiguration, bufferCapacity: Int = 1000, logHandler: KafkaLogHandler? = nil,
-        onRevoke: (@Sendable ([TopicPartition]) -> Void)? = nil
+        onRevoke: (@Sendable (PartitionRevocation) -> Void)? = nil
     ) throws(KafkaError) {
         guard bufferCapacity > 0 else {
             throw KafkaError(kind: .configuration, message: "bufferCapacity must be at least 1", context: ["bufferCapacity": String(bufferCapacity)])
@@ -154,11 +156,8 @@ public final class KafkaConsumer: Sendable {
 
     /// Moves the fetch position of assigned partitions; buffered records of those partitions are
     /// discarded so the next record comes from the new position.
-    public func seek(_ offsets: [TopicPartitionOffset], timeout: Duration = .seconds(10)) async throws {
-        let core = self.core
-        let ms = milliseconds(timeout)
-        try await core.client.blocking { () throws(KafkaError) in try core.seekBlocking(offsets, timeoutMilliseconds: ms) }
-        core.buffer.discardMessages(of: Set(offsets.map(\.topicPartition)))
+    public func seek(_ offsets: [TopicPartitionOffset]) async throws {
+        try await core.seek(offsets)
     }
 
     /// The group's committed offsets for these partitions (``KafkaOffset/invalid`` where none).
@@ -239,7 +238,7 @@ public final class KafkaConsumer: Sendable {
 
         public func makeAsyncIterator() -> Iterator { Iterator(buffer: buffer) }
 
-        public struct Iterator: AsyncIteratorProtocol {
+        public struct Iterator: AsyncIteratorProtocol, Sendable {
             let buffer: ConsumerEventBuffer
             public mutating func next() async throws -> KafkaConsumerEvent? {
                 try await buffer.next()
@@ -254,7 +253,7 @@ public final class KafkaConsumer: Sendable {
 
         public func makeAsyncIterator() -> Iterator { Iterator(buffer: buffer) }
 
-        public struct Iterator: AsyncIteratorProtocol {
+        public struct Iterator: AsyncIteratorProtocol, Sendable {
             let buffer: ConsumerEventBuffer
             public mutating func next() async throws -> KafkaMessage? {
                 while let event = try await buffer.next() {
@@ -312,5 +311,33 @@ extension KafkaConsumer {
             throw KafkaError(kind: .timeout, message: "reading the partition window did not finish in time", context: ["topic": partition.topic, "partition": String(partition.partition)])
         }
         return result
+    }
+}
+
+/// Partitions about to be taken from this consumer, handed to the `onRevoke` hook on the
+/// consumer's poll thread (a dedicated thread, not Swift's cooperative pool, so blocking here is
+/// allowed and holds the rebalance until the hook returns).
+public struct PartitionRevocation: Sendable {
+    /// The partitions being revoked.
+    public let partitions: [TopicPartition]
+    /// Whether they were lost (session timeout) rather than revoked in a clean rebalance; offsets
+    /// committed now would likely be rejected.
+    public let lost: Bool
+    let core: RDKafkaConsumer
+
+    /// Commits offsets (next offsets to read) synchronously, before the partitions go.
+    public func commit(_ offsets: [TopicPartitionOffset]) throws(KafkaError) {
+        try core.commitBlocking(offsets)
+    }
+
+    /// Blocks the poll thread, and so the rebalance, until `work` has finished: e.g. committing
+    /// the open transaction that holds these partitions' offsets.
+    public func awaitCompletion(of work: @escaping @Sendable () async -> Void) {
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            await work()
+            done.signal()
+        }
+        done.wait()
     }
 }

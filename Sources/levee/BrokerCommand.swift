@@ -387,7 +387,8 @@ final class ControlSocketServer: Sendable {
     private func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
         var offset = 0
         while offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            // send with MSG_NOSIGNAL: a client that hung up must not kill the broker with SIGPIPE.
+            let written = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Self.noSignal) }
             if written < 0, errno == EINTR { continue }
             guard written > 0 else { return false }
             offset += written
@@ -412,8 +413,10 @@ final class ControlSocketServer: Sendable {
     }
 
     #if os(Linux)
+    private static let noSignal = Int32(MSG_NOSIGNAL)
     private static let streamType = Int32(SOCK_STREAM.rawValue)
     #else
+    private static let noSignal: Int32 = 0
     private static let streamType = SOCK_STREAM
     #endif
 }

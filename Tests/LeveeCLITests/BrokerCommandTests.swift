@@ -1,4 +1,5 @@
 import Foundation
+import Kafka
 import Testing
 
 /// `levee broker`, run as a separate process the way scripts use it; kcat is the client.
@@ -97,6 +98,44 @@ struct BrokerCommandTests {
         #expect(broker.waitForExit().status == 0)
     }
 
+    @Test("the Swift Kafka layer produces to and consumes from it, across a broker down/up", .timeLimit(.minutes(1)))
+    func swiftLayerRoundTrip() async throws {
+        let broker = try LeveeProcess.start(["broker", "--brokers", "2", "--topic", "levee.cli.swift:4"])
+        let bootstrap = try #require(broker.readLine())
+        let producer = try KafkaProducer(configuration: KafkaConfiguration(bootstrapServers: bootstrap))
+        var sent: [String: String] = [:]
+        for index in 0..<100 {
+            sent["key-\(index)"] = "value-\(index)"
+            _ = try await producer.send(ProducerRecord(topic: "levee.cli.swift", key: "key-\(index)", value: "value-\(index)"))
+        }
+        // Broker 2 goes away and comes back; records sent meanwhile are still delivered.
+        broker.send("down 2\n")
+        #expect(broker.readLine() == "ok broker 2 down")
+        for index in 100..<150 {
+            sent["key-\(index)"] = "value-\(index)"
+            try await producer.sendAndForget(ProducerRecord(topic: "levee.cli.swift", key: "key-\(index)", value: "value-\(index)"))
+        }
+        broker.send("up 2\n")
+        #expect(broker.readLine() == "ok broker 2 up")
+        try await producer.flush(timeout: .seconds(30))
+        try await producer.close()
+
+        let consumer = try KafkaConsumer(configuration: KafkaConfiguration(bootstrapServers: bootstrap))
+        try consumer.assign((0..<4).map { TopicPartitionOffset("levee.cli.swift", Int32($0), offset: KafkaOffset.beginning) })
+        var received: [String: String] = [:]
+        var count = 0
+        for try await message in consumer.messages {
+            received[message.key.map { String(decoding: $0, as: UTF8.self) } ?? ""] = message.value.map { String(decoding: $0, as: UTF8.self) }
+            count += 1
+            if count == sent.count { break }
+        }
+        await consumer.close()
+        #expect(count == 150)
+        #expect(received == sent)
+        broker.send("quit\n")
+        #expect(broker.waitForExit().status == 0)
+    }
+
     @Test("the control socket takes the same commands, and goes away on exit")
     func controlSocket() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("levee-broker-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock").path
@@ -111,6 +150,10 @@ struct BrokerCommandTests {
         #expect(replies[3] == "ok broker 1 up")
         #expect(replies[4].hasPrefix("ok"))
         #expect(try Kcat.metadata(bootstrap, topic: "levee.cli.sock").topics.first?.partitions.count == 6)
+        // A client that hangs up without reading its replies does not take the broker down.
+        for _ in 0..<20 { try UnixSocketClient.sendAndHangUp(path: path, lines: ["status", "help"]) }
+        #expect(try UnixSocketClient.exchange(path: path, lines: ["status"]).first?.hasPrefix("ok") == true)
+        #expect(broker.isRunning)
         // The socket's commands are not echoed on stdout; `quit` there stops the broker.
         broker.closeInput()
         #expect(try UnixSocketClient.exchange(path: path, lines: ["quit"]) == ["ok bye"])
@@ -187,27 +230,17 @@ enum Kcat {
 
 /// A unix-domain socket client: sends lines and reads one reply line for each.
 enum UnixSocketClient {
+    /// Sends the lines and closes at once, without reading the replies.
+    static func sendAndHangUp(path: String, lines: [String]) throws {
+        let fd = try connectedSocket(path)
+        let request = Array((lines.joined(separator: "\n") + "\n").utf8)
+        _ = request.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+    }
+
     static func exchange(path: String, lines: [String]) throws -> [String] {
-        #if os(Linux)
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        #else
-        let fd = socket(AF_UNIX, SOCK_STREAM, 0)
-        #endif
-        guard fd >= 0 else { throw LeveeProcess.Failure(description: "socket failed") }
+        let fd = try connectedSocket(path)
         defer { close(fd) }
-        var timeout = timeval(tv_sec: 20, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard connected == 0 else { throw LeveeProcess.Failure(description: "connect \(path): \(String(cString: strerror(errno)))") }
         let request = Array((lines.joined(separator: "\n") + "\n").utf8)
         guard request.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) == request.count else {
             throw LeveeProcess.Failure(description: "write failed")
@@ -220,5 +253,31 @@ enum UnixSocketClient {
             received += chunk[0..<count]
         }
         return String(decoding: received, as: UTF8.self).split(separator: "\n").map(String.init)
+    }
+
+    private static func connectedSocket(_ path: String) throws -> Int32 {
+        #if os(Linux)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        #else
+        let fd = socket(AF_UNIX, SOCK_STREAM, 0)
+        #endif
+        guard fd >= 0 else { throw LeveeProcess.Failure(description: "socket failed") }
+        var timeout = timeval(tv_sec: 20, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard connected == 0 else {
+            close(fd)
+            throw LeveeProcess.Failure(description: "connect \(path): \(String(cString: strerror(errno)))")
+        }
+        return fd
     }
 }

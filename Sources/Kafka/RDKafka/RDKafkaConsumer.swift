@@ -10,12 +10,20 @@ final class RDKafkaConsumer: Sendable {
     struct PauseState {
         var userPaused: Set<TopicPartition> = []
         var backpressurePaused = false
+        /// The current assignment, tracked here so the poll thread never has to ask librdkafka
+        /// (`rd_kafka_assignment` waits on librdkafka's main thread).
+        var assigned: Set<TopicPartition> = []
+        /// Next offset per partition after the last record handed to the buffer (poll thread).
+        var nextOffsets: [TopicPartition: Int64] = [:]
+        /// Seeks waiting for the poll thread.
+        var seeks: [(offsets: [TopicPartitionOffset], done: CheckedContinuation<KafkaError?, Never>)] = []
+        var stopped = false
     }
 
     let client: RDKafkaClient
     let buffer: ConsumerEventBuffer
     let logHandler: KafkaLogHandler?
-    let onRevoke: (@Sendable ([TopicPartition]) -> Void)?
+    let onRevoke: (@Sendable (PartitionRevocation) -> Void)?
     let groupID: String
     /// Guards pause/resume decisions and the (non-blocking) C calls that apply them, so that user
     /// pauses and back-pressure pauses never undo each other.
@@ -23,7 +31,7 @@ final class RDKafkaConsumer: Sendable {
 
     init(
         properties: [String: String], groupID: String, bufferCapacity: Int, logHandler: KafkaLogHandler?,
-        onRevoke: (@Sendable ([TopicPartition]) -> Void)?
+        onRevoke: (@Sendable (PartitionRevocation) -> Void)?
     ) throws(KafkaError) {
         client = try RDKafkaClient(
             type: .consumer, properties: properties,
@@ -106,6 +114,8 @@ final class RDKafkaConsumer: Sendable {
                 index += 1
             }
         }
+        let tp = TopicPartition(topic, m.partition)
+        pauses.withLock { $0.nextOffsets[tp] = m.offset + 1 }
         buffer.push(
             .message(
                 KafkaMessage(
@@ -139,50 +149,89 @@ final class RDKafkaConsumer: Sendable {
             }
             // Newly assigned partitions start fetching: keep them paused if they should be.
             pauses.withLock { p in
+                if cooperative { p.assigned.formUnion(partitions) } else { p.assigned = Set(partitions) }
                 let toPause = p.backpressurePaused ? partitions : partitions.filter { p.userPaused.contains($0) }
                 if !toPause.isEmpty {
-                    _ = rd_kafka_pause_partitions(client.handle, RDKafkaTopicPartitionList(toPause).pointer)
+                    _ = RDKafkaTopicPartitionList(toPause).withPointer { rd_kafka_pause_partitions(client.handle, $0) }
                 }
             }
             buffer.push(.partitionsAssigned(partitions))
         case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
             let lost = rd_kafka_assignment_lost(client.handle) != 0
-            onRevoke?(partitions)
+            onRevoke?(PartitionRevocation(partitions: partitions, lost: lost, core: self))
             buffer.discardMessages(of: Set(partitions))
             if cooperative {
                 if let error = RDKafkaErrors.consume(rd_kafka_incremental_unassign(client.handle, list), context: context) {
                     buffer.push(.error(error))
                 }
+                pauses.withLock { $0.assigned.subtract(partitions) }
             } else {
                 _ = rd_kafka_assign(client.handle, nil)
+                pauses.withLock { $0.assigned = [] }
             }
             buffer.push(.partitionsRevoked(partitions, lost: lost))
         default:
             // A failed rebalance: drop the assignment, as librdkafka's docs prescribe.
             _ = rd_kafka_assign(client.handle, nil)
+            pauses.withLock { $0.assigned = [] }
             buffer.push(.error(RDKafkaErrors.error(code: code, context: context)))
         }
     }
 
     private func applyBackpressure() {
-        switch buffer.backpressureAction() {
-        case .none:
-            return
-        case .pause:
-            pauses.withLock { p in
+        runSeeks()
+        // Give a reader that keeps up a moment to take records before pausing (see waitForRoom).
+        _ = buffer.waitForRoom(timeout: .milliseconds(50))
+        let action = buffer.backpressureAction()
+        guard action != .none else { return }
+        pauses.withLock { p in
+            if action == .pause {
                 p.backpressurePaused = true
-                if let list = currentAssignmentList() {
-                    _ = rd_kafka_pause_partitions(client.handle, list.pointer)
+                let partitions = Array(p.assigned)
+                guard !partitions.isEmpty else { return }
+                _ = RDKafkaTopicPartitionList(partitions).withPointer { rd_kafka_pause_partitions(client.handle, $0) }
+                // Pausing stops fetching but not the delivery of records librdkafka already
+                // prefetched. Seeking to the next offset we have not taken makes those records
+                // outdated (librdkafka drops them) and refetches them after the resume, so the
+                // buffer stays within its capacity.
+                let positions = partitions.compactMap { tp in p.nextOffsets[tp].map { TopicPartitionOffset(tp, offset: $0) } }
+                logHandler?(KafkaLogMessage(level: 7, facility: "BACKPRESSURE", message: "pause \(partitions) seek \(positions)"))
+                if !positions.isEmpty {
+                    let list = RDKafkaTopicPartitionList(positions)
+                    if let error = RDKafkaErrors.consume(list.withPointer { rd_kafka_seek_partitions(client.handle, $0, 0) }) {
+                        logHandler?(KafkaLogMessage(level: 4, facility: "BACKPRESSURE", message: "seek on pause failed: \(error)"))
+                    }
                 }
-            }
-        case .resume:
-            pauses.withLock { p in
+            } else {
                 p.backpressurePaused = false
-                let assigned = (currentAssignmentList()?.offsets ?? []).map(\.topicPartition).filter { !p.userPaused.contains($0) }
-                if !assigned.isEmpty {
-                    _ = rd_kafka_resume_partitions(client.handle, RDKafkaTopicPartitionList(assigned).pointer)
+                let partitions = p.assigned.filter { !p.userPaused.contains($0) }
+                logHandler?(KafkaLogMessage(level: 7, facility: "BACKPRESSURE", message: "resume \(partitions)"))
+                guard !partitions.isEmpty else { return }
+                _ = RDKafkaTopicPartitionList(Array(partitions)).withPointer { rd_kafka_resume_partitions(client.handle, $0) }
+            }
+        }
+    }
+
+    /// Runs queued seeks on the poll thread: the seek makes already-fetched records outdated,
+    /// and because only this thread takes records from librdkafka, none from before the seek can
+    /// reach the buffer after the buffer was cleared of that partition.
+    private func runSeeks() {
+        let seeks = pauses.withLock { p in
+            defer { p.seeks.removeAll() }
+            return p.seeks
+        }
+        for seek in seeks {
+            let list = RDKafkaTopicPartitionList(seek.offsets)
+            var failure = RDKafkaErrors.consume(list.withPointer { rd_kafka_seek_partitions(client.handle, $0, 0) }, context: ["operation": "seek"])
+            // With no timeout the seek is asynchronous and each partition reports _IN_PROGRESS.
+            if failure == nil, let error = list.firstError, error.code != RD_KAFKA_RESP_ERR__IN_PROGRESS.rawValue { failure = error }
+            if failure == nil {
+                buffer.discardMessages(of: Set(seek.offsets.map(\.topicPartition)))
+                pauses.withLock { p in
+                    for item in seek.offsets where item.offset >= 0 { p.nextOffsets[item.topicPartition] = item.offset }
                 }
             }
+            seek.done.resume(returning: failure)
         }
     }
 
@@ -199,6 +248,12 @@ final class RDKafkaConsumer: Sendable {
                 rd_kafka_event_destroy(event)
             }
         }
+        let seeks = pauses.withLock { p in
+            p.stopped = true
+            defer { p.seeks.removeAll() }
+            return p.seeks
+        }
+        for seek in seeks { seek.done.resume(returning: KafkaError(kind: .state, message: "the consumer is closed", context: ["operation": "seek"])) }
         buffer.finish()
     }
 
@@ -219,23 +274,28 @@ final class RDKafkaConsumer: Sendable {
 
     func subscribe(_ topics: [String]) throws(KafkaError) {
         let list = RDKafkaTopicPartitionList(topics.map { TopicPartition($0, -1) })
-        try RDKafkaErrors.check(rd_kafka_subscribe(client.handle, list.pointer), context: ["operation": "subscribe", "topics": topics.joined(separator: ",")])
+        try RDKafkaErrors.check(list.withPointer { rd_kafka_subscribe(client.handle, $0) }, context: ["operation": "subscribe", "topics": topics.joined(separator: ",")])
     }
 
     func assign(_ offsets: [TopicPartitionOffset]) throws(KafkaError) {
-        let list = RDKafkaTopicPartitionList(offsets)
-        try RDKafkaErrors.check(rd_kafka_assign(client.handle, list.pointer), context: ["operation": "assign"])
+        try pauses.withLock { (p: inout PauseState) throws(KafkaError) in
+            let list = RDKafkaTopicPartitionList(offsets)
+            try RDKafkaErrors.check(list.withPointer { rd_kafka_assign(client.handle, $0) }, context: ["operation": "assign"])
+            p.assigned = Set(offsets.map(\.topicPartition))
+            let toPause = p.backpressurePaused ? Array(p.assigned) : Array(p.assigned.intersection(p.userPaused))
+            if !toPause.isEmpty { _ = RDKafkaTopicPartitionList(toPause).withPointer { rd_kafka_pause_partitions(client.handle, $0) } }
+        }
     }
 
     func store(_ offsets: [TopicPartitionOffset]) throws(KafkaError) {
         let list = RDKafkaTopicPartitionList(offsets)
-        try RDKafkaErrors.check(rd_kafka_offsets_store(client.handle, list.pointer), context: ["operation": "offsets_store"])
+        try RDKafkaErrors.check(list.withPointer { rd_kafka_offsets_store(client.handle, $0) }, context: ["operation": "offsets_store"])
         if let error = list.firstError { throw error }
     }
 
     func commitBlocking(_ offsets: [TopicPartitionOffset]?) throws(KafkaError) {
         let list = offsets.map { RDKafkaTopicPartitionList($0) }
-        let err = rd_kafka_commit(client.handle, list?.pointer, 0)
+        let err = withExtendedLifetime(list) { rd_kafka_commit(client.handle, list?.pointer, 0) }
         if err == RD_KAFKA_RESP_ERR__NO_OFFSET { return }  // nothing to commit
         try RDKafkaErrors.check(err, context: ["operation": "commit", "group": groupID])
         if let error = list?.firstError { throw error }
@@ -243,7 +303,7 @@ final class RDKafkaConsumer: Sendable {
 
     func commitAsync(_ offsets: [TopicPartitionOffset]?) throws(KafkaError) {
         let list = offsets.map { RDKafkaTopicPartitionList($0) }
-        let err = rd_kafka_commit(client.handle, list?.pointer, 1)
+        let err = withExtendedLifetime(list) { rd_kafka_commit(client.handle, list?.pointer, 1) }
         if err == RD_KAFKA_RESP_ERR__NO_OFFSET { return }
         try RDKafkaErrors.check(err, context: ["operation": "commit (async)", "group": groupID])
     }
@@ -252,7 +312,7 @@ final class RDKafkaConsumer: Sendable {
         try pauses.withLock { (p: inout PauseState) throws(KafkaError) in
             p.userPaused.formUnion(partitions)
             let list = RDKafkaTopicPartitionList(partitions)
-            try RDKafkaErrors.check(rd_kafka_pause_partitions(client.handle, list.pointer), context: ["operation": "pause"])
+            try RDKafkaErrors.check(list.withPointer { rd_kafka_pause_partitions(client.handle, $0) }, context: ["operation": "pause"])
         }
     }
 
@@ -262,32 +322,43 @@ final class RDKafkaConsumer: Sendable {
             // While the buffer is full, back-pressure keeps them paused; they resume with it.
             guard !p.backpressurePaused else { return }
             let list = RDKafkaTopicPartitionList(partitions)
-            try RDKafkaErrors.check(rd_kafka_resume_partitions(client.handle, list.pointer), context: ["operation": "resume"])
+            try RDKafkaErrors.check(list.withPointer { rd_kafka_resume_partitions(client.handle, $0) }, context: ["operation": "resume"])
         }
     }
 
-    func seekBlocking(_ offsets: [TopicPartitionOffset], timeoutMilliseconds: Int32) throws(KafkaError) {
-        let list = RDKafkaTopicPartitionList(offsets)
-        try RDKafkaErrors.check(rd_kafka_seek_partitions(client.handle, list.pointer, timeoutMilliseconds), context: ["operation": "seek"])
-        if let error = list.firstError { throw error }
+    /// Seeks on the poll thread (see `runSeeks`) and waits until it was applied.
+    func seek(_ offsets: [TopicPartitionOffset]) async throws(KafkaError) {
+        let failure: KafkaError? = await withCheckedContinuation { continuation in
+            let closed = pauses.withLock { p in
+                if p.stopped { return true }
+                p.seeks.append((offsets, continuation))
+                return false
+            }
+            if closed {
+                continuation.resume(returning: KafkaError(kind: .state, message: "the consumer is closed", context: ["operation": "seek"]))
+            } else {
+                client.wake()
+            }
+        }
+        if let failure { throw failure }
     }
 
     func committedBlocking(_ partitions: [TopicPartition], timeoutMilliseconds: Int32) throws(KafkaError) -> [TopicPartitionOffset] {
         let list = RDKafkaTopicPartitionList(partitions)
-        try RDKafkaErrors.check(rd_kafka_committed(client.handle, list.pointer, timeoutMilliseconds), context: ["operation": "committed", "group": groupID])
+        try RDKafkaErrors.check(list.withPointer { rd_kafka_committed(client.handle, $0, timeoutMilliseconds) }, context: ["operation": "committed", "group": groupID])
         if let error = list.firstError { throw error }
         return list.offsets
     }
 
     func positions(_ partitions: [TopicPartition]) throws(KafkaError) -> [TopicPartitionOffset] {
         let list = RDKafkaTopicPartitionList(partitions)
-        try RDKafkaErrors.check(rd_kafka_position(client.handle, list.pointer), context: ["operation": "position"])
+        try RDKafkaErrors.check(list.withPointer { rd_kafka_position(client.handle, $0) }, context: ["operation": "position"])
         return list.offsets
     }
 
     func offsetsForTimesBlocking(_ query: [TopicPartitionOffset], timeoutMilliseconds: Int32) throws(KafkaError) -> [TopicPartitionOffset] {
         let list = RDKafkaTopicPartitionList(query)
-        try RDKafkaErrors.check(rd_kafka_offsets_for_times(client.handle, list.pointer, timeoutMilliseconds), context: ["operation": "offsets_for_times"])
+        try RDKafkaErrors.check(list.withPointer { rd_kafka_offsets_for_times(client.handle, $0, timeoutMilliseconds) }, context: ["operation": "offsets_for_times"])
         if let error = list.firstError { throw error }
         return list.offsets
     }

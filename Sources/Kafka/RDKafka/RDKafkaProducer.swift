@@ -219,7 +219,7 @@ final class RDKafkaProducer: Sendable {
     func sendOffsetsBlocking(_ offsets: [TopicPartitionOffset], metadata: ConsumerGroupMetadata, timeoutMilliseconds: Int32) throws(KafkaError) {
         let list = RDKafkaTopicPartitionList(offsets)
         let error = withExtendedLifetime(metadata) {
-            rd_kafka_send_offsets_to_transaction(client.handle, list.pointer, metadata.pointer, timeoutMilliseconds)
+            list.withPointer { rd_kafka_send_offsets_to_transaction(client.handle, $0, metadata.pointer, timeoutMilliseconds) }
         }
         try RDKafkaErrors.check(error, context: ["operation": "send_offsets_to_transaction", "group": metadata.groupID])
     }

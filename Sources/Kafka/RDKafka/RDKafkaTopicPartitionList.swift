@@ -25,6 +25,13 @@ final class RDKafkaTopicPartitionList {
 
     deinit { rd_kafka_topic_partition_list_destroy(pointer) }
 
+    /// Calls `body` with the C list, keeping this owner (and so the list) alive until it returns.
+    /// Use this for every C call: Swift may release an object right after its last use, which
+    /// could be before a C function that was handed `pointer` has finished.
+    func withPointer<R>(_ body: (UnsafeMutablePointer<rd_kafka_topic_partition_list_t>) throws -> R) rethrows -> R {
+        try withExtendedLifetime(self) { try body(pointer) }
+    }
+
     func add(_ topic: String, _ partition: Int32, offset: Int64) {
         let element = rd_kafka_topic_partition_list_add(pointer, topic, partition)
         element?.pointee.offset = offset
