@@ -10,19 +10,22 @@ import Synchronization
 /// A small HTTP/1.1 server for `/metrics`, `/healthz` and `/readyz`, on POSIX sockets.
 ///
 /// It answers GET and HEAD with `Connection: close` (one request per connection), and it is
-/// bounded so that a slow or hostile client cannot stall the worker that embeds it:
-/// - one accept thread plus a fixed pool of handler threads; nothing runs on the Swift
-///   concurrency pool, so a stuck client never takes a cooperative thread from the worker;
+/// bounded so that slow or hostile clients cannot stall the worker that embeds it, nor the
+/// listener itself:
+/// - one I/O thread multiplexes every connection with `poll(2)` on non-blocking sockets, so a
+///   client that sends half a request holds a connection slot, never a thread; nothing runs on
+///   the Swift concurrency pool;
 /// - each request head must arrive whole within `requestTimeout` (a total deadline, not a
-///   per-read one, so a client dripping a byte a second is cut off too) and within
-///   `maxRequestBytes`; each response must be written within the same time;
-/// - at most `maxConnections` connections are open (served or waiting for a handler); the
-///   accept thread answers any further one with 503 and closes it at once.
+///   per-read one, so a client dripping a byte a second is cut off too: 408) and within
+///   `maxRequestBytes` (431); each response must be written within the same time;
+/// - at most `maxConnections` connections are open at once; a further one gets a 503 and is
+///   closed at once. Memory is bounded by `maxConnections × maxRequestBytes` plus responses.
 ///
-/// Routes are plain closures, registered before or after `start()`. Call `stop()` before
-/// dropping the listener: the threads hold it until then.
+/// Routes are plain closures, registered before or after `start()`; they run on the I/O thread
+/// and must return quickly (render from memory, never wait on Kafka). Call `stop()` before
+/// dropping the listener: the thread holds it until then.
 public final class HTTPListener: Sendable {
-    /// A route: runs on a handler thread, must not block for long.
+    /// A route: runs on the I/O thread, must not block.
     public typealias Route = @Sendable (HTTPRequest) -> HTTPResponse
 
     public struct Configuration: Sendable {
@@ -31,25 +34,22 @@ public final class HTTPListener: Sendable {
         public var requestTimeout: Duration
         /// Largest request head accepted (request line plus header fields); larger ones get 431.
         public var maxRequestBytes: Int
-        /// Connections open at once (being served or queued); more get 503.
+        /// Connections open at once; more get 503.
         public var maxConnections: Int
-        /// Threads serving connections.
-        public var handlerThreads: Int
 
         public init(address: HTTPListenerAddress = HTTPListenerAddress(host: "0.0.0.0", port: 9090),
                     requestTimeout: Duration = .seconds(2), maxRequestBytes: Int = 8192,
-                    maxConnections: Int = 64, handlerThreads: Int = 2) {
+                    maxConnections: Int = 64) {
             self.address = address
             self.requestTimeout = requestTimeout
             self.maxRequestBytes = maxRequestBytes
             self.maxConnections = maxConnections
-            self.handlerThreads = handlerThreads
         }
     }
 
     public let configuration: Configuration
     private let routes = Mutex<[String: Route]>([:])
-    private let state = Mutex(State())
+    private let running = Mutex<Running?>(nil)
 
     /// Resources of one run, between `start()` and `stop()`.
     private struct Running: Sendable {
@@ -57,25 +57,13 @@ public final class HTTPListener: Sendable {
         var wakeRead: Int32
         var wakeWrite: Int32
         var bound: HTTPListenerAddress
-        let work: DispatchSemaphore
-        let threads: DispatchGroup
-    }
-
-    private struct State: Sendable {
-        var running: Running?
-        var stopping = false
-        /// Accepted connections waiting for a handler thread, oldest first.
-        var queued: [Int32] = []
-        /// Connections a handler is serving now.
-        var active: Set<Int32> = []
-        var openCount: Int { queued.count + active.count }
+        let done: DispatchGroup
     }
 
     public init(configuration: Configuration = Configuration()) {
         var configuration = configuration
         configuration.maxRequestBytes = max(configuration.maxRequestBytes, 64)
         configuration.maxConnections = max(configuration.maxConnections, 1)
-        configuration.handlerThreads = max(configuration.handlerThreads, 1)
         self.configuration = configuration
     }
 
@@ -85,16 +73,16 @@ public final class HTTPListener: Sendable {
     }
 
     /// The address actually bound (with the kernel's port when 0 was asked), while running.
-    public var boundAddress: HTTPListenerAddress? { state.withLock { $0.running?.bound } }
+    public var boundAddress: HTTPListenerAddress? { running.withLock { $0?.bound } }
 
     /// The bound port, while running.
     public var port: UInt16? { boundAddress?.port }
 
-    /// Binds, listens and starts the threads. Returns the bound address.
+    /// Binds, listens and starts the I/O thread. Returns the bound address.
     @discardableResult
     public func start() throws(HTTPListenerError) -> HTTPListenerAddress {
         let address = configuration.address
-        if state.withLock({ $0.running != nil }) {
+        if running.withLock({ $0 != nil }) {
             throw HTTPListenerError(.alreadyRunning, address: address.description, detail: "already running")
         }
         let (listenFD, bound) = try Self.bind(address)
@@ -104,255 +92,256 @@ public final class HTTPListener: Sendable {
             close(listenFD)
             throw HTTPListenerError(.system, address: address.description, errno: code, detail: "pipe: \(Self.describe(code))")
         }
-        for fd in pipeFDs + [listenFD] { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-        _ = fcntl(listenFD, F_SETFL, fcntl(listenFD, F_GETFL) | O_NONBLOCK)
-
-        let running = Running(listenFD: listenFD, wakeRead: pipeFDs[0], wakeWrite: pipeFDs[1], bound: bound,
-                              work: DispatchSemaphore(value: 0), threads: DispatchGroup())
-        let raced = state.withLock { s -> Bool in
-            guard s.running == nil else { return true }
-            s.running = running
-            s.stopping = false
+        for fd in pipeFDs + [listenFD] {
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        }
+        let run = Running(listenFD: listenFD, wakeRead: pipeFDs[0], wakeWrite: pipeFDs[1], bound: bound, done: DispatchGroup())
+        let raced = running.withLock { current -> Bool in
+            guard current == nil else { return true }
+            current = run
             return false
         }
         if raced {
             for fd in [listenFD, pipeFDs[0], pipeFDs[1]] { close(fd) }
             throw HTTPListenerError(.alreadyRunning, address: address.description, detail: "already running")
         }
-
-        spawn("levee-http-accept", group: running.threads) { self.acceptLoop(running) }
-        for i in 0..<configuration.handlerThreads {
-            spawn("levee-http-\(i)", group: running.threads) { self.handlerLoop(running) }
+        run.done.enter()
+        let thread = Thread {
+            var loop = EventLoop(listener: self, run: run)
+            loop.loop()
+            run.done.leave()
         }
+        thread.name = "levee-http"
+        thread.start()
         return bound
     }
 
-    /// Closes the listening socket, cuts open connections short, and waits for every thread.
+    /// Wakes the I/O thread, waits for it to close every connection and the listening socket.
     /// Safe to call twice; `start()` may be called again afterwards.
     public func stop() {
-        let taken = state.withLock { s -> (Running, [Int32])? in
-            guard let running = s.running, !s.stopping else { return nil }
-            s.stopping = true
-            let queued = s.queued
-            s.queued = []
-            // Wakes a handler blocked on a slow client: its next poll sees the shutdown at once.
-            // Under the lock, because handlers close their descriptor under it: the number
-            // cannot have been reused by another part of the process.
-            for fd in s.active { _ = shutdown(fd, Int32(SHUT_RDWR)) }
-            return (running, queued)
-        }
-        guard let (running, queued) = taken else { return }
+        guard let run = running.withLock({ $0 }) else { return }
         var byte: UInt8 = 1
-        _ = write(running.wakeWrite, &byte, 1)
-        for _ in 0..<configuration.handlerThreads { running.work.signal() }
-        for fd in queued { close(fd) }
-        running.threads.wait()
-        close(running.listenFD)
-        close(running.wakeRead)
-        close(running.wakeWrite)
-        state.withLock { s in
-            s.running = nil
-            s.stopping = false
-            s.active = []
-        }
-    }
-
-    // MARK: Threads
-
-    private func spawn(_ name: String, group: DispatchGroup, _ body: @escaping @Sendable () -> Void) {
-        group.enter()
-        let thread = Thread {
-            body()
-            group.leave()
-        }
-        thread.name = name
-        thread.start()
-    }
-
-    private func acceptLoop(_ running: Running) {
-        var fds = [pollfd(fd: running.listenFD, events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: running.wakeRead, events: Int16(POLLIN), revents: 0)]
-        while true {
-            fds[0].revents = 0
-            fds[1].revents = 0
-            let ready = poll(&fds, nfds_t(fds.count), -1)
-            if ready < 0 {
-                if errno == EINTR { continue }
-                return
+        _ = write(run.wakeWrite, &byte, 1)
+        run.done.wait()
+        running.withLock { current in
+            // Only the run we stopped: a concurrent stop() may have cleared it already.
+            if current?.listenFD == run.listenFD {
+                close(run.listenFD)
+                close(run.wakeRead)
+                close(run.wakeWrite)
+                current = nil
             }
-            if fds[1].revents != 0 || state.withLock({ $0.stopping }) { return }
-            guard fds[0].revents & Int16(POLLIN) != 0 else { continue }
-            // Drain the accept queue: the listening socket is non-blocking.
+        }
+    }
+
+    // MARK: The I/O thread
+
+    /// One connection's progress: reading the head, writing the response, then lingering
+    /// (half-closed, discarding input) so closing does not reset the connection under the reply.
+    private struct Connection {
+        enum Phase {
+            case reading
+            case writing(bytes: [UInt8], sent: Int)
+            case lingering(discarded: Int)
+        }
+        let fd: Int32
+        var phase: Phase = .reading
+        var buffer: [UInt8] = []
+        var scanned = 0
+        var deadline: ContinuousClock.Instant
+        var closed = false
+    }
+
+    private struct EventLoop {
+        let listener: HTTPListener
+        let run: Running
+        var connections: [Connection] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        var config: Configuration { listener.configuration }
+
+        init(listener: HTTPListener, run: Running) {
+            self.listener = listener
+            self.run = run
+        }
+
+        mutating func loop() {
+            var fds: [pollfd] = []
             while true {
-                let fd = accept(running.listenFD, nil, nil)
-                if fd < 0 {
-                    let code = errno
-                    if code == EINTR || code == ECONNABORTED { continue }
-                    if code == EMFILE || code == ENFILE {
-                        // Out of descriptors: back off briefly instead of spinning on poll.
-                        usleep(50_000)
+                fds.removeAll(keepingCapacity: true)
+                fds.append(pollfd(fd: run.listenFD, events: Int16(POLLIN), revents: 0))
+                fds.append(pollfd(fd: run.wakeRead, events: Int16(POLLIN), revents: 0))
+                for c in connections {
+                    let events: Int32 = switch c.phase {
+                    case .reading, .lingering: POLLIN
+                    case .writing: POLLOUT
                     }
-                    break
+                    fds.append(pollfd(fd: c.fd, events: Int16(events), revents: 0))
+                }
+                let now = ContinuousClock.now
+                let nearest = connections.map(\.deadline).min()
+                let timeout = nearest.map { HTTPListener.milliseconds(now.duration(to: $0)) } ?? -1
+                let ready = poll(&fds, nfds_t(fds.count), timeout)
+                if ready < 0 && errno != EINTR { break }
+                if ready > 0 && fds[1].revents != 0 { break }
+                if ready > 0 {
+                    for i in connections.indices where fds[i + 2].revents != 0 { service(i) }
+                }
+                expire(at: ContinuousClock.now)
+                connections.removeAll { $0.closed }
+                if ready > 0 && fds[0].revents != 0 { acceptAll() }
+            }
+            for c in connections where !c.closed { close(c.fd) }
+            connections.removeAll()
+        }
+
+        mutating func acceptAll() {
+            while true {
+                let fd = accept(run.listenFD, nil, nil)
+                if fd < 0 {
+                    if errno == EINTR || errno == ECONNABORTED { continue }
+                    return  // EAGAIN: drained; EMFILE and friends: retried on the next wake
                 }
                 _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
                 _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-                let admitted = state.withLock { s -> Bool in
-                    guard !s.stopping, s.openCount < configuration.maxConnections else { return false }
-                    s.queued.append(fd)
-                    return true
+                guard connections.count < config.maxConnections else {
+                    Self.reject(fd)
+                    continue
                 }
-                if admitted {
-                    running.work.signal()
+                connections.append(Connection(fd: fd, deadline: ContinuousClock.now + config.requestTimeout))
+                service(connections.count - 1)  // the request is often there already
+            }
+        }
+
+        /// Over capacity: one non-blocking attempt at a 503, then close. Never waits on the client.
+        static func reject(_ fd: Int32) {
+            let bytes = HTTPResponse(status: 503, text: "too many connections\n", headers: [("Retry-After", "1")]).serialized(head: false)
+            _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            close(fd)
+        }
+
+        mutating func service(_ i: Int) {
+            switch connections[i].phase {
+            case .reading: read(i)
+            case .writing: flush(i)
+            case .lingering: linger(i)
+            }
+        }
+
+        mutating func read(_ i: Int) {
+            let limit = config.maxRequestBytes
+            while true {
+                if let end = HTTPRequestParser.headEnd(connections[i].buffer, from: connections[i].scanned) {
+                    let head = Array(connections[i].buffer[..<end])
+                    connections[i].buffer = []
+                    let (response, isHead) = listener.answer(head)
+                    startWriting(i, response, head: isHead)
+                    return
+                }
+                connections[i].scanned = max(0, connections[i].buffer.count - 3)
+                if connections[i].buffer.count >= limit {
+                    startWriting(i, HTTPResponse(status: 431, text: "request head larger than \(limit) bytes\n"), head: false)
+                    return
+                }
+                let want = min(chunk.count, limit - connections[i].buffer.count)
+                let fd = connections[i].fd
+                let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, want, 0) }
+                if n > 0 {
+                    connections[i].buffer.append(contentsOf: chunk[..<n])
+                } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+                    return  // wait for more
                 } else {
-                    reject(fd)
+                    finish(i)  // closed by the client, or reset
+                    return
                 }
             }
         }
-    }
 
-    /// Over capacity: one non-blocking attempt at a 503, then close. Never waits on the client.
-    private func reject(_ fd: Int32) {
-        let response = HTTPResponse(status: 503, text: "too many connections\n", headers: [("Retry-After", "1")])
-        let bytes = response.serialized(head: false)
-        _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        _ = shutdown(fd, Int32(SHUT_WR))
-        close(fd)
-    }
+        mutating func startWriting(_ i: Int, _ response: HTTPResponse, head: Bool) {
+            connections[i].phase = .writing(bytes: response.serialized(head: head), sent: 0)
+            connections[i].deadline = ContinuousClock.now + config.requestTimeout
+            flush(i)
+        }
 
-    private func handlerLoop(_ running: Running) {
-        while true {
-            running.work.wait()
-            let next = state.withLock { s -> Int32?? in
-                if s.stopping { return .some(nil) }
-                guard !s.queued.isEmpty else { return nil }
-                let fd = s.queued.removeFirst()
-                s.active.insert(fd)
-                return .some(fd)
+        mutating func flush(_ i: Int) {
+            guard case .writing(let bytes, var sent) = connections[i].phase else { return }
+            let fd = connections[i].fd
+            while sent < bytes.count {
+                let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
+                if n > 0 {
+                    sent += n
+                } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+                    connections[i].phase = .writing(bytes: bytes, sent: sent)
+                    return
+                } else {
+                    finish(i)
+                    return
+                }
             }
-            guard let taken = next else { continue }
-            guard let fd = taken else { return }
-            serve(fd)
-            // Close under the lock, so stop() never shuts down a number already reused.
-            state.withLock { s in
-                s.active.remove(fd)
-                close(fd)
+            _ = shutdown(fd, Int32(SHUT_WR))
+            connections[i].phase = .lingering(discarded: 0)
+            connections[i].deadline = min(connections[i].deadline, ContinuousClock.now + .milliseconds(500))
+            linger(i)
+        }
+
+        mutating func linger(_ i: Int) {
+            guard case .lingering(var discarded) = connections[i].phase else { return }
+            let fd = connections[i].fd
+            while true {
+                let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                if n > 0 {
+                    discarded += n
+                    if discarded > 65_536 { finish(i); return }
+                } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+                    connections[i].phase = .lingering(discarded: discarded)
+                    return
+                } else {
+                    finish(i)
+                    return
+                }
             }
+        }
+
+        mutating func expire(at now: ContinuousClock.Instant) {
+            for i in connections.indices where !connections[i].closed && connections[i].deadline <= now {
+                switch connections[i].phase {
+                case .reading:
+                    startWriting(i, HTTPResponse(status: 408, text: "request head not received in time\n"), head: false)
+                case .writing, .lingering:
+                    finish(i)
+                }
+            }
+        }
+
+        mutating func finish(_ i: Int) {
+            guard !connections[i].closed else { return }
+            close(connections[i].fd)
+            connections[i].closed = true
         }
     }
 
-    // MARK: One connection
-
-    private func serve(_ fd: Int32) {
-        let deadline = ContinuousClock.now + configuration.requestTimeout
-        let head: [UInt8]
-        switch readHead(fd, deadline: deadline) {
-        case .head(let bytes): head = bytes
-        case .closed: return
-        case .timedOut:
-            respond(fd, HTTPResponse(status: 408, text: "request head not received in time\n"), head: false)
-            return
-        case .tooLarge:
-            respond(fd, HTTPResponse(status: 431, text: "request head larger than \(configuration.maxRequestBytes) bytes\n"), head: false)
-            return
-        }
+    /// The response to one complete request head, and whether it was a HEAD request.
+    func answer(_ head: [UInt8]) -> (HTTPResponse, Bool) {
         let request: HTTPRequest
         switch HTTPRequestParser.parse(head) {
-        case .failure(let problem):
-            respond(fd, HTTPResponse(status: problem.status, text: problem.message + "\n"), head: false)
-            return
+        case .failure(let problem): return (HTTPResponse(status: problem.status, text: problem.message + "\n"), false)
         case .success(let parsed): request = parsed
         }
         let isHead = request.method == "HEAD"
         guard let route = routes.withLock({ $0[request.path] }) else {
-            respond(fd, HTTPResponse(status: 404, text: "no route \(request.path)\n"), head: isHead)
-            return
+            return (HTTPResponse(status: 404, text: "no route \(request.path)\n"), isHead)
         }
         guard request.method == "GET" || isHead else {
-            respond(fd, HTTPResponse(status: 405, text: "method \(request.method) not allowed\n",
-                                     headers: [("Allow", "GET, HEAD")]), head: false)
-            return
+            return (HTTPResponse(status: 405, text: "method \(request.method) not allowed\n", headers: [("Allow", "GET, HEAD")]), false)
         }
-        respond(fd, route(request), head: isHead)
+        return (route(request), isHead)
     }
 
-    private enum HeadRead {
-        case head([UInt8])
-        case closed
-        case timedOut
-        case tooLarge
-    }
-
-    private func readHead(_ fd: Int32, deadline: ContinuousClock.Instant) -> HeadRead {
-        let limit = configuration.maxRequestBytes
-        var buffer: [UInt8] = []
-        buffer.reserveCapacity(min(limit, 1024))
-        var chunk = [UInt8](repeating: 0, count: 2048)
-        var scanned = 0
-        while true {
-            if let end = HTTPRequestParser.headEnd(buffer, from: scanned) { return .head(Array(buffer[..<end])) }
-            scanned = max(0, buffer.count - 3)
-            if buffer.count >= limit { return .tooLarge }
-            guard waitFor(fd, events: Int16(POLLIN), until: deadline) else { return .timedOut }
-            let want = min(chunk.count, limit - buffer.count)
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, want, 0) }
-            if n > 0 {
-                buffer.append(contentsOf: chunk[..<n])
-            } else if n == 0 {
-                return .closed
-            } else if errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR {
-                return .closed
-            }
-        }
-    }
-
-    /// Writes the response within the request timeout, then closes gracefully: half-close and
-    /// discard what the client still sends for a moment, so that closing with unread input does
-    /// not reset the connection and destroy the response before the client reads it.
-    private func respond(_ fd: Int32, _ response: HTTPResponse, head: Bool) {
-        let bytes = response.serialized(head: head)
-        let deadline = ContinuousClock.now + configuration.requestTimeout
-        var sent = 0
-        while sent < bytes.count {
-            let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
-            if n > 0 {
-                sent += n
-            } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-                guard waitFor(fd, events: Int16(POLLOUT), until: deadline) else { return }
-            } else {
-                return
-            }
-        }
-        _ = shutdown(fd, Int32(SHUT_WR))
-        let lingerDeadline = min(deadline, ContinuousClock.now + .milliseconds(500))
-        var scratch = [UInt8](repeating: 0, count: 4096)
-        var discarded = 0
-        while discarded < 65_536, waitFor(fd, events: Int16(POLLIN), until: lingerDeadline) {
-            let n = scratch.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n > 0 {
-                discarded += n
-            } else if n == 0 || (errno != EAGAIN && errno != EINTR) {
-                return
-            }
-        }
-    }
-
-    /// Polls one descriptor until `events` or the deadline. False on timeout, error or hang-up
-    /// without data (a hang-up with data still reports readable, so the data is not lost).
-    private func waitFor(_ fd: Int32, events: Int16, until deadline: ContinuousClock.Instant) -> Bool {
-        while true {
-            let remaining = ContinuousClock.now.duration(to: deadline)
-            if remaining <= .zero { return false }
-            let ms = Int32(clamping: remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000 + 1)
-            var p = pollfd(fd: fd, events: events, revents: 0)
-            let ready = poll(&p, 1, ms)
-            if ready < 0 {
-                if errno == EINTR { continue }
-                return false
-            }
-            if ready == 0 { continue }  // re-check the deadline (poll may wake early)
-            if p.revents & events != 0 { return true }
-            return false  // POLLERR, POLLHUP or POLLNVAL without the wanted event
-        }
+    /// A poll(2) timeout: rounded up, so a deadline is never polled a millisecond early in a loop.
+    static func milliseconds(_ d: Duration) -> Int32 {
+        if d <= .zero { return 0 }
+        let (seconds, attoseconds) = d.components
+        return Int32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000 + 1)
     }
 
     // MARK: Binding
@@ -457,8 +446,8 @@ enum HTTPRequestParser {
         for byte in head where byte >= 0x80 || (byte < 0x20 && byte != UInt8(ascii: "\r") && byte != UInt8(ascii: "\n") && byte != UInt8(ascii: "\t")) {
             return bad("request head is not HTTP/1 text")
         }
-        var lines = String(decoding: head, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
-            .map { $0.hasSuffix("\r") ? $0.dropLast() : $0 }
+        // Split on line feeds: in Swift "\r\n" is one Character, so splitting by "\n" would miss it.
+        var lines = String(decoding: head, as: UTF8.self).split(omittingEmptySubsequences: false, whereSeparator: \.isNewline)
         while let last = lines.last, last.isEmpty { lines.removeLast() }
         guard let requestLine = lines.first else { return bad("empty request") }
         let parts = requestLine.split(separator: " ", omittingEmptySubsequences: false)
