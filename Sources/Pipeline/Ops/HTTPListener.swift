@@ -158,6 +158,7 @@ public final class HTTPListener: Sendable {
         let run: Running
         var connections: [Connection] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
+        var acceptPausedUntil: ContinuousClock.Instant?
         var config: Configuration { listener.configuration }
 
         init(listener: HTTPListener, run: Running) {
@@ -169,7 +170,10 @@ public final class HTTPListener: Sendable {
             var fds: [pollfd] = []
             while true {
                 fds.removeAll(keepingCapacity: true)
-                fds.append(pollfd(fd: run.listenFD, events: Int16(POLLIN), revents: 0))
+                let now = ContinuousClock.now
+                if let until = acceptPausedUntil, until <= now { acceptPausedUntil = nil }
+                // A negative descriptor is skipped by poll(2): how accepting pauses.
+                fds.append(pollfd(fd: acceptPausedUntil == nil ? run.listenFD : -1, events: Int16(POLLIN), revents: 0))
                 fds.append(pollfd(fd: run.wakeRead, events: Int16(POLLIN), revents: 0))
                 for c in connections {
                     let events: Int32 = switch c.phase {
@@ -178,8 +182,7 @@ public final class HTTPListener: Sendable {
                     }
                     fds.append(pollfd(fd: c.fd, events: Int16(events), revents: 0))
                 }
-                let now = ContinuousClock.now
-                let nearest = connections.map(\.deadline).min()
+                let nearest = (connections.map(\.deadline) + [acceptPausedUntil].compactMap { $0 }).min()
                 let timeout = nearest.map { HTTPListener.milliseconds(now.duration(to: $0)) } ?? -1
                 let ready = poll(&fds, nfds_t(fds.count), timeout)
                 if ready < 0 && errno != EINTR { break }
@@ -200,7 +203,12 @@ public final class HTTPListener: Sendable {
                 let fd = accept(run.listenFD, nil, nil)
                 if fd < 0 {
                     if errno == EINTR || errno == ECONNABORTED { continue }
-                    return  // EAGAIN: drained; EMFILE and friends: retried on the next wake
+                    if errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM {
+                        // Out of descriptors or memory: the pending connection stays queued and the
+                        // socket stays readable, so polling it now would spin. Pause accepting briefly.
+                        acceptPausedUntil = ContinuousClock.now + .milliseconds(100)
+                    }
+                    return  // EAGAIN: drained
                 }
                 _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
                 _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
