@@ -85,7 +85,7 @@ public final class Worker: Sendable {
                 "auto.offset.reset": "earliest",
             ]) { a, _ in a }),
             bufferCapacity: max(64, configuration.concurrency * 4),
-            onRevoke: { [self] partitions in self.revoke(partitions.map { TopicPartitionRef(topic: $0.topic, partition: $0.partition) }) })
+            onRevoke: { [self] revocation in self.revoke(revocation.partitions.map { TopicPartitionRef(topic: $0.topic, partition: $0.partition) }) })
         let index = try KafkaConsumer(
             configuration: connection.configuration(["enable.partition.eof": "true", "isolation.level": "read_committed"]),
             bufferCapacity: 10_000)
