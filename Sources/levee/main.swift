@@ -2,6 +2,12 @@ import Foundation
 
 /// Every sub-command of `levee`, in the order `levee --help` lists them.
 let commands: [any LeveeCommand.Type] = [
+    DemoCommand.self,
+    SubmitCommand.self,
+    ResultCommand.self,
+    CancelCommand.self,
+    WorkerCommand.self,
+    TopicsCommand.self,
     GenerateCommand.self,
     TokenizeCommand.self,
     BrokerCommand.self,

@@ -49,7 +49,9 @@ extension Worker {
         var events: [TraceEvent] = []
         if let stage { events.append(event(item, stage, error: error)) }
         events.append(event(item, .resultCommitted, error: stage == nil ? error : nil, topic: connection.layout.results, status: status))
-        return Outcome(item: item, records: [resultRecord(result)] + traceRecords(events), status: status, isFinal: true)
+        var outcome = Outcome(item: item, records: [resultRecord(result)] + traceRecords(events), status: status, isFinal: true)
+        outcome.errorClass = error.errorClass
+        return outcome
     }
 
     /// A record that is not a usable job: a failed result (when it has a job id) and a dead letter
@@ -81,7 +83,9 @@ extension Worker {
             log(.init(level: "warning", message: "record without a job id dead-lettered: \(reason.message)",
                       fields: ["partition": "\(message.topic)[\(message.partition)]", "offset": String(message.offset)]))
         }
-        return Outcome(jobID: jobID, source: source, records: records, status: status, deadLettered: true)
+        var outcome = Outcome(jobID: jobID, source: source, records: records, status: status, deadLettered: true)
+        outcome.errorClass = reason.errorClass
+        return outcome
     }
 
     func resultRecord(_ result: ResultRecord) -> ProducerRecord {
@@ -175,6 +179,7 @@ extension Worker {
                 s.pending.insert(contentsOf: outcomes, at: 0)
                 s.statistics.transactionsAborted += 1
             }
+            metrics.transactionAborts.increment()
             log(.init(level: "warning", message: "commit failed, will retry: \(error)", fields: ["outcomes": String(outcomes.count)]))
             try? await Task.sleep(for: .milliseconds(100))
             return
@@ -182,17 +187,29 @@ extension Worker {
         state.withLock { s in
             for o in offsets { s.lastCommitted[TopicPartitionRef(topic: o.topic, partition: o.partition)] = o.offset }
             s.statistics.transactionsCommitted += 1
+            metrics.transactionCommits.increment()
+            if !outcomes.isEmpty { metrics.batchSize.observe(Double(outcomes.count)) }
             for outcome in outcomes {
                 if outcome.isFinal, let id = outcome.jobID { s.completed.insert(id) }
                 switch outcome.status {
-                case .succeeded?: s.statistics.succeeded += 1
-                case .failed?: s.statistics.failed += 1
+                case .succeeded?:
+                    s.statistics.succeeded += 1
+                    metrics.jobsSucceeded.increment()
+                case .failed?:
+                    s.statistics.failed += 1
+                    metrics.recordFailure(outcome.errorClass ?? .other)
                 case .expired?: s.statistics.expired += 1
                 case .cancelled?: s.statistics.cancelled += 1
                 case nil: break
                 }
-                if outcome.retried { s.statistics.retried += 1 }
-                if outcome.deadLettered { s.statistics.deadLettered += 1 }
+                if outcome.retried {
+                    s.statistics.retried += 1
+                    metrics.recordRetry(outcome.errorClass ?? .other)
+                }
+                if outcome.deadLettered {
+                    s.statistics.deadLettered += 1
+                    metrics.recordDeadLetter(outcome.errorClass ?? .poisonInput)
+                }
             }
         }
         if configuration.logEvents {
@@ -224,6 +241,8 @@ extension Worker {
         var record = beat
         record.state = beatState
         guard let value = try? LeveeJSON.encode(record) else { return }
+        metrics.heartbeat(at: Date().timeIntervalSince1970)
+        metrics.assignedPartitions.set(Double(record.assigned.count))
         try? await context.plain.sendAndForget(ProducerRecord(topic: connection.layout.workers, key: Array(identity.id.utf8), value: Array(value)))
         if workerState == .stopped { try? await context.plain.flush(timeout: .seconds(5)) }
     }

@@ -27,6 +27,8 @@ public final class Worker: Sendable {
     public let connection: KafkaConnection
     public let engine: any InferenceEngine
     public let identity: WorkerIdentity
+    /// Prometheus metrics, served by `levee worker --http`.
+    public let metrics = WorkerMetrics()
 
     let state = Mutex(WorkerRuntimeState())
     let stopRequested = OneShotSignal()
@@ -50,6 +52,17 @@ public final class Worker: Sendable {
 
     /// Whether the worker has joined the group and holds partitions (for `/readyz`).
     public var isReady: Bool { state.withLock { $0.ready && !$0.epochs.isEmpty } }
+
+    /// Why the worker is not ready to take jobs (empty when ready), for `/readyz`.
+    public var readiness: Readiness {
+        state.withLock { s in
+            var reasons: [String] = []
+            if !s.ready { reasons.append("not yet in the consumer group (brokers unreachable or the group still forming)") }
+            else if s.epochs.isEmpty { reasons.append("no partitions assigned (more workers than partitions?)") }
+            if s.draining { reasons.append("draining for shutdown") }
+            return Readiness(reasons: reasons)
+        }
+    }
 
     /// Asks the worker to stop gracefully; `run()` returns once it has committed and left the group.
     public func shutdown() { stopRequested.fire() }
@@ -216,6 +229,8 @@ public final class Worker: Sendable {
             s.generation = generation
             s.ready = true
             s.statistics.rebalances += 1
+            metrics.rebalances.increment()
+            metrics.assignedPartitions.set(Double(s.epochs.count))
             for (p, end) in barrier { s.indexBarrier[p] = max(s.indexBarrier[p] ?? 0, end) }
             s.barrierSetAt = .now
         }
@@ -260,6 +275,7 @@ public final class Worker: Sendable {
             return epoch
         }
         guard let epoch = accepted else { return }
+        metrics.jobsReceived.increment()
         let bytes = Data(message.value ?? [])
         let receivedAt = Timestamp.now()
         switch JobEnvelope.decodeRecord(bytes, limits: configuration.limits) {
@@ -271,6 +287,7 @@ public final class Worker: Sendable {
             await waitForIndex()
             let item = WorkItem(job: job, partition: partition, offset: message.offset, epoch: epoch,
                                 generation: state.withLock { $0.generation }, receivedAt: receivedAt)
+            metrics.queueWaitSeconds.observe(Double(max(0, job.submittedAt.milliseconds(until: receivedAt))) / 1000)
             await emitNow(event(item, .received, durationMs: job.submittedAt.milliseconds(until: receivedAt)), context)
             let duplicate = state.withLock { s -> Bool in
                 s.completed.contains(job.jobID) || s.running[job.jobID] != nil || s.queuedIDs.contains(job.jobID)
@@ -374,7 +391,11 @@ public final class Worker: Sendable {
         }
         let running = RunningJob(item: item)
         state.withLock { $0.running[job.jobID] = running }
-        defer { state.withLock { _ = $0.running.removeValue(forKey: job.jobID) } }
+        metrics.inFlight.increment()
+        defer {
+            state.withLock { _ = $0.running.removeValue(forKey: job.jobID) }
+            metrics.inFlight.decrement()
+        }
         await emitNow(event(item, .inferenceStarted, model: job.model), context)
         let started = ContinuousClock.now
         let outcome = await runEngine(job, running)
@@ -387,6 +408,8 @@ public final class Worker: Sendable {
             case nil:
                 let output = ResultOutput(text: result.text, finishReason: result.finishReason.rawValue,
                                           promptTokens: result.promptTokens, completionTokens: result.completionTokens)
+                metrics.recordInference(seconds: Double(inferenceMs) / 1000, promptTokens: result.promptTokens,
+                                        completionTokens: result.completionTokens)
                 finish(succeeded(item, output, inferenceMs: inferenceMs, model: result.model), context)
                 if configuration.logContent { log(.init(message: "output", fields: ["job_id": job.jobID.description, "text": result.text])) }
             case .some(.cancelled):
@@ -485,7 +508,9 @@ public final class Worker: Sendable {
             }
             records += traceRecords([event(item, .retryScheduled, error: error, durationMs: inferenceMs, topic: connection.layout.retry,
                                            notBefore: retry.notBefore)])
-            finish(Outcome(item: item, records: records, status: nil, isFinal: false, retried: true), context)
+            var outcome = Outcome(item: item, records: records, status: nil, isFinal: false, retried: true)
+            outcome.errorClass = error.errorClass
+            finish(outcome, context)
         } else {
             var final = error
             if error.retriable { final.message += " (gave up after \(job.attempt) attempts)" }

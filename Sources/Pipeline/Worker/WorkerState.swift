@@ -59,6 +59,8 @@ struct Outcome: Sendable {
     var isFinal: Bool
     var retried = false
     var deadLettered = false
+    /// The error class of a failure, retry or dead letter (for metrics).
+    var errorClass: ErrorClass?
 
     init(item: WorkItem, records: [ProducerRecord], status: JobStatus?, isFinal: Bool, retried: Bool = false) {
         self.jobID = item.job.jobID
