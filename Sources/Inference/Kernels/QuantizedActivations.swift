@@ -5,8 +5,9 @@
 /// scale `d` (value ≈ d·q) and `d·Σq` (for the Q4_1 minimum term).
 ///
 /// The int8 values are stored widened to Int16 and split by parity (`even[i]` lane j holds
-/// element 2j of block i, `odd[i]` element 2j+1), which is exactly the form the kernels need to
-/// multiply them against weight bytes read as `SIMD16<Int16>` lanes, without any shuffles per row.
+/// element 2j of block i, `odd[i]` element 2j+1, lanes 8…15 covering elements 16…31), which is
+/// exactly the form the kernels need to multiply them against weight bytes read as
+/// `SIMD16<Int16>` lanes, without any shuffles per row.
 ///
 /// Owns its memory (allocated once, reused every step): no allocation per token.
 public final class ActivationBatch: @unchecked Sendable {
@@ -71,14 +72,21 @@ public final class ActivationBatch: @unchecked Sendable {
             let v1 = p.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self)
             let v2 = p.loadUnaligned(fromByteOffset: 64, as: SIMD8<Float>.self)
             let v3 = p.loadUnaligned(fromByteOffset: 96, as: SIMD8<Float>.self)
-            let m = pointwiseMax(pointwiseMax(pointwiseMax(v0, -v0), pointwiseMax(v1, -v1)),
-                                 pointwiseMax(pointwiseMax(v2, -v2), pointwiseMax(v3, -v3)))
-            var amax: Float = 0
-            for i in 0..<8 where m[i] > amax { amax = m[i] }
+            // max |x| on the bit patterns: clearing the sign bit gives |x|, and non-negative
+            // floats order like their bits as integers (generic pointwiseMax is not inlined).
+            let absMask = SIMD8<UInt32>(repeating: 0x7FFF_FFFF)
+            let a0 = unsafeBitCast(v0, to: SIMD8<UInt32>.self) & absMask
+            let a1 = unsafeBitCast(v1, to: SIMD8<UInt32>.self) & absMask
+            let a2 = unsafeBitCast(v2, to: SIMD8<UInt32>.self) & absMask
+            let a3 = unsafeBitCast(v3, to: SIMD8<UInt32>.self) & absMask
+            var m = a0.replacing(with: a1, where: a1 .> a0)
+            m = m.replacing(with: a2, where: a2 .> m)
+            m = m.replacing(with: a3, where: a3 .> m)
+            let amax = Float(bitPattern: m.max())
             let d = amax / 127
             let id: Float = d > 0 ? 1 / d : 0
             let scaleV = SIMD8<Float>(repeating: id)
-            // Round each value, then read the integer back from the float's low 16 bits.
+            // Round each value, then read the integer back from the float's low bits.
             @inline(__always) func q(_ v: SIMD8<Float>) -> SIMD8<Int32> {
                 unsafeBitCast(v * scaleV + magic, to: SIMD8<Int32>.self) &- 0x4B40_0000
             }
@@ -86,13 +94,17 @@ public final class ActivationBatch: @unchecked Sendable {
             let total = (q0 &+ q1 &+ q2 &+ q3).wrappedSum()
             // Values 0…15 are q0,q1 and 16…31 are q2,q3; lanes j<8 take (2j, 2j+1) of the first
             // half, lanes 8+j the same pair of the second half.
-            let firstHalf = SIMD16<Int32>(lowHalf: q0, highHalf: q1)
-            let secondHalf = SIMD16<Int32>(lowHalf: q2, highHalf: q3)
-            let e = SIMD16<Int32>(lowHalf: firstHalf.evenHalf, highHalf: secondHalf.evenHalf)
-            let o = SIMD16<Int32>(lowHalf: firstHalf.oddHalf, highHalf: secondHalf.oddHalf)
             let index = v * blocks + b
-            even[index] = SIMD16<Int16>(truncatingIfNeeded: e)
-            odd[index] = SIMD16<Int16>(truncatingIfNeeded: o)
+            even[index] = SIMD16<Int16>(
+                Int16(truncatingIfNeeded: q0[0]), Int16(truncatingIfNeeded: q0[2]), Int16(truncatingIfNeeded: q0[4]), Int16(truncatingIfNeeded: q0[6]),
+                Int16(truncatingIfNeeded: q1[0]), Int16(truncatingIfNeeded: q1[2]), Int16(truncatingIfNeeded: q1[4]), Int16(truncatingIfNeeded: q1[6]),
+                Int16(truncatingIfNeeded: q2[0]), Int16(truncatingIfNeeded: q2[2]), Int16(truncatingIfNeeded: q2[4]), Int16(truncatingIfNeeded: q2[6]),
+                Int16(truncatingIfNeeded: q3[0]), Int16(truncatingIfNeeded: q3[2]), Int16(truncatingIfNeeded: q3[4]), Int16(truncatingIfNeeded: q3[6]))
+            odd[index] = SIMD16<Int16>(
+                Int16(truncatingIfNeeded: q0[1]), Int16(truncatingIfNeeded: q0[3]), Int16(truncatingIfNeeded: q0[5]), Int16(truncatingIfNeeded: q0[7]),
+                Int16(truncatingIfNeeded: q1[1]), Int16(truncatingIfNeeded: q1[3]), Int16(truncatingIfNeeded: q1[5]), Int16(truncatingIfNeeded: q1[7]),
+                Int16(truncatingIfNeeded: q2[1]), Int16(truncatingIfNeeded: q2[3]), Int16(truncatingIfNeeded: q2[5]), Int16(truncatingIfNeeded: q2[7]),
+                Int16(truncatingIfNeeded: q3[1]), Int16(truncatingIfNeeded: q3[3]), Int16(truncatingIfNeeded: q3[5]), Int16(truncatingIfNeeded: q3[7]))
             scale[index] = d
             scaledSum[index] = d * Float(total)
         }
