@@ -3,6 +3,14 @@
 // No package dependencies: librdkafka comes in as a system library (apt: librdkafka-dev).
 import PackageDescription
 
+// The inference kernels are written with SIMD types; on x86-64 let the compiler use AVX2, FMA and
+// F16C (haswell: any x86 server since 2013). The code is correct without them, only slower.
+#if arch(x86_64)
+let inferenceSettings: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"])]
+#else
+let inferenceSettings: [SwiftSetting] = []
+#endif
+
 let package = Package(
     name: "Levee",
     platforms: [.macOS(.v14)],
@@ -20,7 +28,7 @@ let package = Package(
             providers: [.apt(["librdkafka-dev"])]
         ),
         .target(name: "Kafka", dependencies: ["CRdKafka"]),
-        .target(name: "Inference"),
+        .target(name: "Inference", swiftSettings: inferenceSettings),
         .target(name: "Pipeline", dependencies: ["Kafka", "Inference"]),
         .executableTarget(name: "levee", dependencies: ["Pipeline", "Kafka", "Inference"]),
         .testTarget(name: "KafkaTests", dependencies: ["Kafka"]),
