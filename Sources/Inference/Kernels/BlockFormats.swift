@@ -1,13 +1,28 @@
-/// The quantized block layouts the integer kernels read, each decoded into the split Int16 form
-/// that `ActivationBatch` uses (lane j of `even` = element 2j, of `odd` = element 2j+1, with
-/// lanes 8…15 covering elements 16…31).
+/// The quantized block layouts the kernels read, each decoded to its 32 values as four
+/// `SIMD8<Float>` (before scaling), plus scale and minimum.
+///
+/// The element-by-element `SIMD8<Float>(Float(v[0]), …)` form is deliberate: LLVM turns it into
+/// one vpmovzxbd/vpmovsxbd + vcvtdq2ps, whereas the stdlib's generic SIMD conversions are not
+/// always inlined in a function this size (measured: they became calls costing a third of the time).
 protocol QuantizedBlock {
     /// Bytes per 32-value block.
     static var bytes: Int { get }
     /// Whether blocks carry a minimum (value = d·q + m) besides the scale (value = d·q).
     static var hasMinimum: Bool { get }
-    /// Decodes the block at `p`. `p` must point at `bytes` readable bytes.
-    static func decode(_ p: UnsafeRawPointer) -> (even: SIMD16<Int16>, odd: SIMD16<Int16>, d: Float, m: Float)
+    /// Decodes the block at `p` (which must point at `bytes` readable bytes): q as floats, d, m.
+    static func decode(_ p: UnsafeRawPointer) -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, d: Float, m: Float)
+}
+
+@inline(__always)
+func floats8(_ v: SIMD16<UInt8>, _ o: Int) -> SIMD8<Float> {
+    SIMD8<Float>(Float(v[o]), Float(v[o + 1]), Float(v[o + 2]), Float(v[o + 3]),
+                 Float(v[o + 4]), Float(v[o + 5]), Float(v[o + 6]), Float(v[o + 7]))
+}
+
+@inline(__always)
+func floats8(_ v: SIMD16<Int8>, _ o: Int) -> SIMD8<Float> {
+    SIMD8<Float>(Float(v[o]), Float(v[o + 1]), Float(v[o + 2]), Float(v[o + 3]),
+                 Float(v[o + 4]), Float(v[o + 5]), Float(v[o + 6]), Float(v[o + 7]))
 }
 
 /// Q8_0: f16 scale, then 32 signed bytes. value = d·q.
@@ -16,13 +31,11 @@ enum Q8_0Block: QuantizedBlock {
     static let hasMinimum = false
 
     @inline(__always)
-    static func decode(_ p: UnsafeRawPointer) -> (even: SIMD16<Int16>, odd: SIMD16<Int16>, d: Float, m: Float) {
-        // Each Int16 lane holds two consecutive int8 values: the low byte (element 2j) is
-        // sign-extended by shifting it up and arithmetically back down; the high byte (2j+1)
-        // by an arithmetic shift alone.
-        let x = p.loadUnaligned(fromByteOffset: 2, as: SIMD16<Int16>.self)
+    static func decode(_ p: UnsafeRawPointer) -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, d: Float, m: Float) {
+        let lo = p.loadUnaligned(fromByteOffset: 2, as: SIMD16<Int8>.self)
+        let hi = p.loadUnaligned(fromByteOffset: 18, as: SIMD16<Int8>.self)
         let d = Float(p.loadUnaligned(as: Float16.self))
-        return ((x &<< 8) &>> 8, x &>> 8, d, 0)
+        return (floats8(lo, 0), floats8(lo, 8), floats8(hi, 0), floats8(hi, 8), d, 0)
     }
 }
 
@@ -33,26 +46,11 @@ enum Q4_1Block: QuantizedBlock {
     static let hasMinimum = true
 
     @inline(__always)
-    static func decode(_ p: UnsafeRawPointer) -> (even: SIMD16<Int16>, odd: SIMD16<Int16>, d: Float, m: Float) {
-        let q = p.loadUnaligned(fromByteOffset: 4, as: SIMD8<Int16>.self)
-        // Lanes 0…7: the 16 bytes as they are (elements 0…15 in the low nibbles);
-        // lanes 8…15: shifted by 4 so that the high nibbles (elements 16…31) come down.
-        let x = SIMD16<Int16>(lowHalf: q, highHalf: q &>> 4)
-        let mask = SIMD16<Int16>(repeating: 0x0F)
+    static func decode(_ p: UnsafeRawPointer) -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, d: Float, m: Float) {
+        let q = p.loadUnaligned(fromByteOffset: 4, as: SIMD16<UInt8>.self)
         let d = Float(p.loadUnaligned(as: Float16.self))
         let m = Float(p.loadUnaligned(fromByteOffset: 2, as: Float16.self))
-        return (x & mask, (x &>> 8) & mask, d, m)
+        let lo = q & 0x0F, hi = q &>> 4
+        return (floats8(lo, 0), floats8(lo, 8), floats8(hi, 0), floats8(hi, 8), d, m)
     }
-}
-
-/// Products of a decoded weight block with one activation block, summed pairwise to 8 Int32 lanes.
-/// |each Int16 sum| ≤ 2·127·127 < 2^15, so the Int16 arithmetic cannot overflow.
-@inline(__always)
-func blockProducts(_ we: SIMD16<Int16>, _ wo: SIMD16<Int16>, _ ae: SIMD16<Int16>, _ ao: SIMD16<Int16>) -> SIMD8<Float> {
-    let p = we &* ae &+ wo &* ao
-    // Widen pairs of Int16 lanes to Int32 by shifts (the stdlib's SIMD conversions are scalar loops).
-    let p32 = unsafeBitCast(p, to: SIMD8<Int32>.self)
-    let s = ((p32 &<< 16) &>> 16) &+ (p32 &>> 16)
-    // Int32 → Float exactly for |s| < 2^22 (here ≤ 32·127·127): add the bits of 1.5·2^23, subtract it as a float.
-    return unsafeBitCast(s &+ 0x4B40_0000, to: SIMD8<Float>.self) - SIMD8<Float>(repeating: 12_582_912)
 }

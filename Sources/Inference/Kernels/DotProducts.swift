@@ -1,27 +1,33 @@
-/// Row kernels: one weight row dotted with 1, 2 or 4 quantized activation vectors, reading and
-/// decoding each weight block once for all of them. Batching is where the bandwidth goes: with 4
-/// vectors each byte of weights fetched from memory feeds 4 dot products.
+/// Row kernels: one weight row dotted with 1, 2 or 4 activation vectors, reading and decoding
+/// each weight block once for all of them. Batching is where the bandwidth goes: with 4 vectors
+/// each byte of weights fetched from memory feeds 4 dot products.
+///
+/// All three accumulate in the same order with the same fused operations, so a vector's result
+/// does not depend on how many others share the step: batched decoding gives bit-identical
+/// logits to single-stream decoding.
 enum RowKernels {
-    /// Pointers to one activation vector's blocks.
+    /// One activation vector: its floats and block sums.
     struct Vector {
-        var even: UnsafePointer<SIMD16<Int16>>
-        var odd: UnsafePointer<SIMD16<Int16>>
-        var scale: UnsafePointer<Float>
-        var scaledSum: UnsafePointer<Float>
+        var x: UnsafeRawPointer
+        var sums: UnsafePointer<Float>
 
         @inline(__always)
         init(_ batch: ActivationBatch, _ v: Int) {
-            let o = v * batch.blocks
-            even = UnsafePointer(batch.even + o)
-            odd = UnsafePointer(batch.odd + o)
-            scale = UnsafePointer(batch.scale + o)
-            scaledSum = UnsafePointer(batch.scaledSum + o)
+            x = UnsafeRawPointer(batch.floats + v * batch.length)
+            sums = UnsafePointer(batch.blockSums + v * batch.blocks)
+        }
+
+        /// Σ q·x over block i (before the block's scale).
+        @inline(__always)
+        func block(_ i: Int, _ w: (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, d: Float, m: Float)) -> SIMD8<Float> {
+            let p = x + i * 128
+            var b = w.0 * p.loadUnaligned(as: SIMD8<Float>.self)
+            b.addProduct(w.1, p.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self))
+            b.addProduct(w.2, p.loadUnaligned(fromByteOffset: 64, as: SIMD8<Float>.self))
+            b.addProduct(w.3, p.loadUnaligned(fromByteOffset: 96, as: SIMD8<Float>.self))
+            return b
         }
     }
-
-    // All three kernels accumulate in the same order with the same fused operations, so a
-    // vector's result does not depend on how many others share the step: batched decoding gives
-    // bit-identical logits to single-stream decoding.
 
     @inline(__always)
     static func dot1<B: QuantizedBlock>(_: B.Type, row: UnsafeRawPointer, blocks: Int, _ a: Vector) -> Float {
@@ -29,8 +35,8 @@ enum RowKernels {
         var minTerm: Float = 0
         for i in 0..<blocks {
             let w = B.decode(row + i * B.bytes)
-            acc.addProduct(blockProducts(w.even, w.odd, a.even[i], a.odd[i]), SIMD8(repeating: w.d * a.scale[i]))
-            if B.hasMinimum { minTerm.addProduct(w.m, a.scaledSum[i]) }
+            acc.addProduct(a.block(i, w), SIMD8(repeating: w.d))
+            if B.hasMinimum { minTerm.addProduct(w.m, a.sums[i]) }
         }
         return acc.sum() + minTerm
     }
@@ -41,11 +47,12 @@ enum RowKernels {
         var minA: Float = 0, minB: Float = 0
         for i in 0..<blocks {
             let w = B.decode(row + i * B.bytes)
-            accA.addProduct(blockProducts(w.even, w.odd, a.even[i], a.odd[i]), SIMD8(repeating: w.d * a.scale[i]))
-            accB.addProduct(blockProducts(w.even, w.odd, b.even[i], b.odd[i]), SIMD8(repeating: w.d * b.scale[i]))
+            let d = SIMD8(repeating: w.d)
+            accA.addProduct(a.block(i, w), d)
+            accB.addProduct(b.block(i, w), d)
             if B.hasMinimum {
-                minA.addProduct(w.m, a.scaledSum[i])
-                minB.addProduct(w.m, b.scaledSum[i])
+                minA.addProduct(w.m, a.sums[i])
+                minB.addProduct(w.m, b.sums[i])
             }
         }
         return (accA.sum() + minA, accB.sum() + minB)
@@ -58,12 +65,13 @@ enum RowKernels {
         var mins = SIMD4<Float>()
         for i in 0..<blocks {
             let w = B.decode(row + i * B.bytes)
-            accA.addProduct(blockProducts(w.even, w.odd, a.even[i], a.odd[i]), SIMD8(repeating: w.d * a.scale[i]))
-            accB.addProduct(blockProducts(w.even, w.odd, b.even[i], b.odd[i]), SIMD8(repeating: w.d * b.scale[i]))
-            accC.addProduct(blockProducts(w.even, w.odd, c.even[i], c.odd[i]), SIMD8(repeating: w.d * c.scale[i]))
-            accE.addProduct(blockProducts(w.even, w.odd, e.even[i], e.odd[i]), SIMD8(repeating: w.d * e.scale[i]))
+            let d = SIMD8(repeating: w.d)
+            accA.addProduct(a.block(i, w), d)
+            accB.addProduct(b.block(i, w), d)
+            accC.addProduct(c.block(i, w), d)
+            accE.addProduct(e.block(i, w), d)
             if B.hasMinimum {
-                mins.addProduct(SIMD4(a.scaledSum[i], b.scaledSum[i], c.scaledSum[i], e.scaledSum[i]), SIMD4(repeating: w.m))
+                mins.addProduct(SIMD4(a.sums[i], b.sums[i], c.sums[i], e.sums[i]), SIMD4(repeating: w.m))
             }
         }
         return SIMD4(accA.sum(), accB.sum(), accC.sum(), accE.sum()) + mins

@@ -55,7 +55,7 @@ public struct WeightMatrix: @unchecked Sendable {
     }
 
     /// Computes rows `range` of `W·x` for every vector of `x`: `out[v·outStride + r]`.
-    /// `x` must be quantized (`quantize()`) for Q4_1/Q8_0 weights; F32 weights read `x.floats`.
+    /// `x` must be prepared (`prepare()`) after its floats were written.
     public func multiply(_ x: ActivationBatch, rows range: Range<Int>,
                          into out: UnsafeMutablePointer<Float>, outStride: Int) {
         precondition(x.length == columns, "\(name): input has \(x.length) values, matrix takes \(columns)")

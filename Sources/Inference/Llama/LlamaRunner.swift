@@ -130,7 +130,7 @@ public final class LlamaRunner: @unchecked Sendable {
                 (cache.values[l] + positions[i] * kvDim).update(from: v + i * kvDim, count: kvDim)
             }
             attend(rows: rows, positions: positions, layer: l)
-            attention.quantize()
+            attention.prepare()
             pool.multiply([MatMulTask(layer.o, attention, into: projected, outStride: dim)])
             addResidual(rows: n)
 
@@ -139,7 +139,7 @@ public final class LlamaRunner: @unchecked Sendable {
             pool.multiply([MatMulTask(layer.gate, normed, into: gate, outStride: c.feedForward),
                            MatMulTask(layer.up, normed, into: up, outStride: c.feedForward)])
             swiGLU(rows: n)
-            hidden.quantize()
+            hidden.prepare()
             pool.multiply([MatMulTask(layer.down, hidden, into: projected, outStride: dim)])
             addResidual(rows: n)
         }
@@ -160,7 +160,7 @@ public final class LlamaRunner: @unchecked Sendable {
 
     // MARK: Pieces of the forward pass
 
-    /// out = x / sqrt(mean(x²) + ε) · weight, then quantized for the next matmul.
+    /// out = x / sqrt(mean(x²) + ε) · weight, then prepared for the next matmul.
     private func rmsNorm(rows: Int, weight: UnsafePointer<Float>, into out: ActivationBatch) {
         let dim = c.dimension
         for i in 0..<rows {
@@ -174,7 +174,7 @@ public final class LlamaRunner: @unchecked Sendable {
             let o = out.vector(i)
             for j in 0..<dim { o[j] = xi[j] * scale * weight[j] }
         }
-        out.quantize()
+        out.prepare()
     }
 
     /// Rotates adjacent pairs (x[2j], x[2j+1]) of each head's first `ropeDimensions` values by

@@ -34,7 +34,7 @@ public enum ModelLocation {
         let expanded = expandTilde(path, environment: environment)
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: expanded, isDirectory: &isDirectory) else {
-            throw .modelLoad("no model file at \(expanded) (from \(source)); run scripts/setup to download the default model, or pass --model PATH / set LEVEE_MODEL")
+            throw .modelLoad("no model file at \(expanded) (from \(source)); pass --model PATH or set LEVEE_MODEL")
         }
         guard !isDirectory.boolValue else {
             throw .modelLoad("\(expanded) (from \(source)) is a directory; give the path of the .gguf file")

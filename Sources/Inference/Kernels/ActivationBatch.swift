@@ -1,0 +1,61 @@
+/// A batch of activation vectors (the inputs of a matrix product), in float, with the sum of
+/// each 32-value block precomputed for the Q4_1 minimum term (Σ (d·q + m)·x = d·Σ q·x + m·Σ x).
+///
+/// The kernels multiply dequantized weight blocks against these floats directly. (An earlier
+/// version quantized activations to int8 as llama.cpp does; it was slower here, because Swift
+/// cannot reach vpmaddubsw, and it flipped near-tied tokens that the float product gets right.)
+///
+/// Owns its memory (allocated once, reused every step): no allocation per token.
+public final class ActivationBatch: @unchecked Sendable {
+    // @unchecked Sendable: the buffers are written by one thread (the forward pass) before a
+    // parallel matmul starts and only read while it runs; the thread pool's join orders the two.
+
+    /// Values per vector (a multiple of 32).
+    public let length: Int
+    /// Most vectors this batch can hold.
+    public let capacity: Int
+    /// Vectors currently held.
+    public var count: Int = 0
+    public let blocks: Int
+
+    /// `capacity × length` floats, vector-major.
+    public let floats: UnsafeMutablePointer<Float>
+    /// `capacity × blocks` sums of 32 consecutive values.
+    let blockSums: UnsafeMutablePointer<Float>
+
+    public init(length: Int, capacity: Int) {
+        precondition(length % 32 == 0 && length > 0, "activation length must be a multiple of 32")
+        precondition(capacity > 0)
+        self.length = length
+        self.capacity = capacity
+        self.blocks = length / 32
+        floats = .allocate(capacity: capacity * length)
+        floats.initialize(repeating: 0, count: capacity * length)
+        blockSums = .allocate(capacity: capacity * blocks)
+        blockSums.initialize(repeating: 0, count: capacity * blocks)
+    }
+
+    deinit {
+        floats.deallocate()
+        blockSums.deallocate()
+    }
+
+    /// The float values of vector `v`.
+    @inline(__always)
+    public func vector(_ v: Int) -> UnsafeMutablePointer<Float> { floats + v * length }
+
+    /// Prepares the first `count` vectors for the kernels (block sums). Call after writing `floats`.
+    public func prepare() {
+        for v in 0..<count {
+            let x = UnsafeRawPointer(floats + v * length)
+            for b in 0..<blocks {
+                let p = x + b * 128
+                let s = p.loadUnaligned(fromByteOffset: 0, as: SIMD8<Float>.self)
+                    + p.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self)
+                    + p.loadUnaligned(fromByteOffset: 64, as: SIMD8<Float>.self)
+                    + p.loadUnaligned(fromByteOffset: 96, as: SIMD8<Float>.self)
+                blockSums[v * blocks + b] = s.sum()
+            }
+        }
+    }
+}
