@@ -94,6 +94,15 @@ public final class KafkaProducer: Sendable {
         }
     }
 
+    /// Brokers and all topics, as this producer's connection sees them. Asking once before the
+    /// first send also warms the producer's connections and topic cache, so that send does not
+    /// pay for them.
+    public func metadata(timeout: Duration = .seconds(10)) async throws -> KafkaClusterMetadata {
+        let client = core.client
+        let ms = milliseconds(timeout)
+        return try await client.blocking { () throws(KafkaError) in try client.metadataBlocking(timeoutMilliseconds: ms) }
+    }
+
     /// Flushes (up to `timeout`) and stops the poll thread. Records still outstanding fail with
     /// `.state`. The producer cannot be used afterwards.
     public func close(timeout: Duration = .seconds(30)) async throws {

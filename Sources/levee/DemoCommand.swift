@@ -112,6 +112,7 @@ enum DemoCommand: LeveeCommand {
         }
         let client = try JobClient(connection: connection)
         let collector = try await ResultCollector(connection: connection)
+        try await client.prepare()
 
         let summary = try await withThrowingTaskGroup(of: Void.self) { group -> Summary in
             for w in workers { group.addTask { try await w.run() } }

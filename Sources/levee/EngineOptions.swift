@@ -50,8 +50,8 @@ struct EngineOptions {
                 throw CommandFailure.usage("--engine openai needs --openai-url http(s)://host:port")
             }
             guard let openAIModel else { throw CommandFailure.usage("--engine openai needs --openai-model NAME") }
-            let engine = OpenAICompatibleEngine(baseURL: base, apiKey: environment[keyVariable], model: openAIModel,
-                                                requestTimeout: .milliseconds(Int64(timeout * 1000)))
+            let engine = OpenAICompatibleEngine(configuration: OpenAICompatibleConfiguration(
+                baseURL: base, apiKey: environment[keyVariable], model: openAIModel, requestTimeout: .milliseconds(Int64(timeout * 1000))))
             return EngineOptions(engine: engine, modelName: modelName ?? openAIModel)
         case "synthetic":
             var configuration = SyntheticEngine.Configuration(failureRate: failureRate, tokensPerRequest: tokens)

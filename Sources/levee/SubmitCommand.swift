@@ -77,6 +77,9 @@ enum SubmitCommand: LeveeCommand {
         }
         let client = try JobClient(connection: options.connection)
         defer { Task.detached { try? await client.close() } }
+        do { try await client.prepare() } catch {
+            throw CommandFailure.failed("cannot use the cluster at \(options.brokers): \(error)")
+        }
 
         if let prompt {
             let input: JobInput

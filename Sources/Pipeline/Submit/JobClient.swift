@@ -39,6 +39,8 @@ public final class JobClient: Sendable {
         self.writesTraceEvents = writesTraceEvents
         var props = properties
         props["linger.ms"] = props["linger.ms"] ?? "1"
+        // Submit latency matters more than packet count: no Nagle delay on small produce requests.
+        props["socket.nagle.disable"] = props["socket.nagle.disable"] ?? "true"
         producer = try KafkaProducer(configuration: connection.configuration(props), maxInFlight: maxInFlight)
         identity = WorkerIdentity(id: "client", host: ProcessInfo.processInfo.hostName, pid: ProcessInfo.processInfo.processIdentifier)
     }
@@ -52,6 +54,16 @@ public final class JobClient: Sendable {
         return JobEnvelope(jobID: id, idempotencyKey: idempotencyKey, tenant: tenant, kind: kind, model: model, input: input,
                            params: params, priority: priority, deadline: deadline, submittedAt: now,
                            traceparent: traceparent ?? .make(), metadata: metadata)
+    }
+
+    /// Connects and reads the cluster's metadata, so the first `submit` does not pay for it
+    /// (about a second on a fresh connection). Optional; throws if the brokers cannot be reached.
+    public func prepare(timeout: Duration = .seconds(10)) async throws {
+        let metadata = try await producer.metadata(timeout: timeout)
+        guard metadata.topic(connection.layout.jobs) != nil else {
+            throw KafkaError(kind: .unknownTopicOrPartition, message: "the jobs topic does not exist; run levee topics create",
+                             context: ["topic": connection.layout.jobs])
+        }
     }
 
     /// Validates and publishes `job`; returns once it is durable.

@@ -179,7 +179,7 @@ extension Worker {
                 s.pending.insert(contentsOf: outcomes, at: 0)
                 s.statistics.transactionsAborted += 1
             }
-            metrics.transactionAborts.increment()
+            metrics.transactionAborts.labels([error.kind.rawValue]).increment()
             log(.init(level: "warning", message: "commit failed, will retry: \(error)", fields: ["outcomes": String(outcomes.count)]))
             try? await Task.sleep(for: .milliseconds(100))
             return

@@ -229,7 +229,7 @@ public final class Worker: Sendable {
             s.generation = generation
             s.ready = true
             s.statistics.rebalances += 1
-            metrics.rebalances.increment()
+            metrics.rebalances.labels(["assigned"]).increment()
             metrics.assignedPartitions.set(Double(s.epochs.count))
             for (p, end) in barrier { s.indexBarrier[p] = max(s.indexBarrier[p] ?? 0, end) }
             s.barrierSetAt = .now
@@ -261,6 +261,7 @@ public final class Worker: Sendable {
             return s.running.values.filter { revoked.contains($0.item.partition) }
         }
         for job in stopped { job.stop(.rebalanced) }
+        if !partitions.isEmpty { metrics.rebalances.labels(["revoked"]).increment() }
         if !stopped.isEmpty || !partitions.isEmpty {
             log(.init(message: "revoked \(partitions.map { "\($0.topic)[\($0.partition)]" }.joined(separator: ", "))", fields: [:]))
         }
