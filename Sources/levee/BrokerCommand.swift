@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import Kafka
+import Pipeline
 import Synchronization
 
 /// `levee broker`: runs an `EmbeddedCluster` (librdkafka's mock cluster) as a standalone process,
@@ -9,7 +10,7 @@ enum BrokerCommand: LeveeCommand {
     static let name = "broker"
     static let summary = "Run an embedded, memory-only Kafka cluster for development and tests"
     static let help = """
-    Usage: levee broker [--brokers N] [--partitions N] [--topic NAME[:PARTITIONS]]...
+    Usage: levee broker [--brokers N] [--partitions N] [--topic NAME[:PARTITIONS]]... [--levee-topics PREFIX]
                         [--control-socket PATH] [--json]
 
     Runs librdkafka's mock Kafka cluster in this process, for development and tests only:
@@ -30,6 +31,9 @@ enum BrokerCommand: LeveeCommand {
       --partitions N           partitions of topics created here without a count (default 4,
                                the same as topics clients auto-create)
       --topic NAME[:P]         create a topic at start (repeatable)
+      --levee-topics PREFIX    create Levee's seven topics under PREFIX ("" for none) with
+                               --partitions partitions (the mock cannot create them through
+                               the Admin API, so `levee topics create` does not work here)
       --control-socket PATH    also accept the commands on a unix-domain socket at PATH, one
                                reply line per command line (e.g. with `nc -U PATH`)
       --json                   print the first line as JSON: {"bootstrap":..., "brokers":[...],
@@ -59,13 +63,17 @@ enum BrokerCommand: LeveeCommand {
         let brokers = try arguments.option("--brokers", as: Int.self) ?? 1
         let partitions = try arguments.option("--partitions", as: Int.self) ?? 4
         let topicSpecs = try arguments.values("--topic")
+        let leveePrefix = try arguments.option("--levee-topics")
         let socketPath = try arguments.option("--control-socket")
         let json = arguments.flag("--json")
         try arguments.finish()
 
         guard (1...64).contains(brokers) else { throw CommandFailure.usage("--brokers must be between 1 and 64, got \(brokers)") }
         guard (1...100_000).contains(partitions) else { throw CommandFailure.usage("--partitions must be at least 1, got \(partitions)") }
-        let topics = try topicSpecs.map { try parseTopic($0, defaultPartitions: partitions) }
+        var topics = try topicSpecs.map { try parseTopic($0, defaultPartitions: partitions) }
+        if let leveePrefix {
+            topics += TopicLayout(prefix: leveePrefix, partitions: partitions).specs.map { (name: $0.name, partitions: $0.partitions) }
+        }
         if let socketPath, socketPath.isEmpty { throw CommandFailure.usage("--control-socket needs a path") }
 
         let cluster: EmbeddedCluster

@@ -105,4 +105,36 @@ import Testing
         #expect(duplicated.isEmpty, "raw duplicate results: \(duplicated)")
         #expect(counts.values.reduce(0, +) == jobs, "read_committed sees exactly \(jobs) result records")
     }
+
+    /// The commands together on a standalone embedded broker: broker, worker, submit, result, cancel.
+    @Test(.timeLimit(.minutes(3))) func brokerWorkerSubmitResultOnTheEmbeddedBroker() throws {
+        let broker = try LeveeProcess.start(["broker", "--partitions", "2", "--levee-topics", "e."])
+        defer { broker.signal(SIGTERM); _ = broker.waitForExit(timeout: 10) }
+        let bootstrap = try #require(broker.readLine(timeout: 20)?.trimmingCharacters(in: .whitespaces))
+        let connection = ["--brokers", bootstrap, "--prefix", "e.", "--partitions", "2"]
+        let worker = try LeveeProcess.start(["worker", "--worker-id", "cli-w", "--engine", "synthetic", "--synthetic-delay", "5",
+                                             "-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500"] + connection)
+        let submitted = try LeveeProcess.run(["submit", "--chat", "--prompt", "hello", "--model", "synthetic", "--json"] + connection)
+        #expect(submitted.status == 0, "\(submitted)")
+        let receipt = try #require(try JSONSerialization.jsonObject(with: Data(submitted.stdout.utf8)) as? [String: Any])
+        let id = try #require(receipt["job_id"] as? String)
+        #expect(receipt["offset"] as? Int != nil && receipt["partition"] as? Int != nil)
+        let result = try LeveeProcess.run(["result", id, "--wait", "60", "--json"] + connection, timeout: 90)
+        #expect(result.status == 0, "\(result)")
+        let record = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+        #expect(record["status"] as? String == "succeeded")
+        #expect((record["worker"] as? [String: Any])?["id"] as? String == "cli-w")
+        // A job for a model the worker does not serve is poison: failed at once, not retried.
+        let wrong = try LeveeProcess.run(["submit", "--prompt", "x", "--model", "gpt-9", "--json"] + connection)
+        let wrongID = try #require((try JSONSerialization.jsonObject(with: Data(wrong.stdout.utf8)) as? [String: Any])?["job_id"] as? String)
+        let failed = try LeveeProcess.run(["result", wrongID, "--wait", "60", "--json"] + connection, timeout: 90)
+        #expect(failed.stdout.contains("\"poison_input\"") && failed.stdout.contains("unknown model"), "\(failed)")
+        // Unknown job: exit 2, says so.
+        let none = try LeveeProcess.run(["result", "019ab0f2-7c41-7a3e-9b1d-2f6c8e4a1b07"] + connection, timeout: 60)
+        #expect(none.status == 2 && none.stderr.contains("no result"))
+        worker.signal(SIGTERM)
+        let out = worker.waitForExit(timeout: 60)
+        #expect(out.status == 0, "graceful stop: \(out)")
+        #expect(out.stderr.contains("\"stage\":\"received\""), "the worker logs trace events as JSON lines")
+    }
 }
