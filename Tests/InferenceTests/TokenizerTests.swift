@@ -161,6 +161,17 @@ struct TokenizerModelTests {
         #expect(ids.count > pieces.filter { !$0.isEmpty }.count - 1)
     }
 
+    @Test func hotPathBenchmarkMeasuresTheRealWork() throws {
+        let tokenizer = try ModelTokenizer.load()
+        let speed = TextHotPathBenchmark.tokenizer(tokenizer, duration: .milliseconds(20))
+        #expect(speed.roundTrips)
+        #expect(speed.bytes >= 10_240)
+        #expect(speed.tokens == tokenizer.encode(TextHotPathBenchmark.sampleText).count)
+        let costs = try TextHotPathBenchmark.sampler(vocabularySize: 1000, tokens: 5)
+        #expect(costs.count == 5)
+        #expect(costs.allSatisfy { $0.microsecondsPerToken > 0 })
+    }
+
     @Test func streamingDecoderSkipsControlTokens() throws {
         let tokenizer = try ModelTokenizer.load()
         var decoder = tokenizer.makeStreamingDecoder()
