@@ -5,11 +5,11 @@ import Synchronization
 /// heads) on `threadCount` threads: the caller plus `threadCount - 1` persistent workers.
 ///
 /// A decode step has ~150 parallel regions of a few tens of microseconds each. Two hand-offs are
-/// implemented: DispatchQueue.concurrentPerform (the default), and persistent workers that spin
-/// briefly on an atomic generation counter before sleeping (`LEVEE_THREAD_POOL=spin`). Measured
-/// on the shared 2-core machine (load 4–10 from other builds), concurrentPerform was faster:
-/// single stream 55–61 vs 45–48 tokens/s, batch 8 134–145 vs 97–113 (spinning takes the core the
-/// other thread needs). The spinning pool may win on a quiet machine; it stays for that comparison.
+/// implemented: persistent workers that spin briefly on an atomic generation counter before
+/// sleeping on a condition (the default), and DispatchQueue.concurrentPerform
+/// (`LEVEE_THREAD_POOL=dispatch`). Measured on the 2-core machine while quiet: single stream
+/// 75–89 vs 45–81 tokens/s, batch 8 182–215 vs 113–197; under heavy load from other builds the
+/// two were even. Waiters yield rather than spin once a region's stragglers are descheduled.
 public final class ThreadPool: @unchecked Sendable {
     // @unchecked Sendable: `body` and `count` are written by the caller only while no region is
     // running (before the release-ordered generation bump) and read by workers only after they
@@ -27,8 +27,8 @@ public final class ThreadPool: @unchecked Sendable {
     private var body: ((Int) -> Void)?
     private var threads: [Thread] = []
 
-    /// `LEVEE_THREAD_POOL=spin` selects the persistent spinning workers instead of Dispatch.
-    public static let useDispatch = ProcessInfo.processInfo.environment["LEVEE_THREAD_POOL"] != "spin"
+    /// `LEVEE_THREAD_POOL=dispatch` selects DispatchQueue.concurrentPerform instead of the workers.
+    public static let useDispatch = ProcessInfo.processInfo.environment["LEVEE_THREAD_POOL"] == "dispatch"
 
     /// Spin iterations before a worker sleeps (about 20–50 µs).
     private static let spinLimit = 20_000
