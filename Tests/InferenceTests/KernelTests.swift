@@ -133,7 +133,7 @@ func randomMatrix(_ type: GGMLType, rows: Int, columns: Int, seed: UInt64) -> (W
         }
     }
 
-    @Test(arguments: [1, 2, 3]) func threadPoolGroupMatchesSerial(threads: Int) {
+    @Test(arguments: [1, 2, 3], [false, true]) func threadPoolGroupMatchesSerial(threads: Int, spinning: Bool) {
         let (a, _, ra) = randomMatrix(.q4_1, rows: 300, columns: 64, seed: 1)
         let (b, _, rb) = randomMatrix(.q8_0, rows: 70, columns: 64, seed: 2)
         _ = (ra, rb)
@@ -144,7 +144,15 @@ func randomMatrix(_ type: GGMLType, rows: Int, columns: Int, seed: UInt64) -> (W
         x.prepare()
         let outA = UnsafeMutablePointer<Float>.allocate(capacity: 900), outB = UnsafeMutablePointer<Float>.allocate(capacity: 210)
         defer { outA.deallocate(); outB.deallocate() }
-        let pool = ThreadPool(threads: threads)
+        let pool = ThreadPool(threads: threads, spinning: spinning)
+        defer { pool.shutdown() }
+        // Many small regions in a row: the hand-off must neither lose nor repeat an item.
+        let hits = UnsafeMutablePointer<Int>.allocate(capacity: 64)
+        defer { hits.deallocate() }
+        hits.initialize(repeating: 0, count: 64)
+        let h = UnsafeSendable(hits)
+        for _ in 0..<500 { pool.parallelFor(64) { i in h.value[i] += 1 } }
+        #expect((0..<64).allSatisfy { hits[$0] == 500 })
         pool.multiply([MatMulTask(a, x, into: outA, outStride: 300), MatMulTask(b, x, into: outB, outStride: 70)])
         var refA = [Float](repeating: 0, count: 900), refB = [Float](repeating: 0, count: 210)
         refA.withUnsafeMutableBufferPointer { a.multiply(x, rows: 0..<300, into: $0.baseAddress!, outStride: 300) }

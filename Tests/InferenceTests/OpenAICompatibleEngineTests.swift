@@ -35,6 +35,23 @@ class Handler(BaseHTTPRequestHandler):
         if model == "slow":
             time.sleep(3)
         if model == "fail500": return self.reply(500, {"error": {"message": "boom"}})
+        if body.get("stream"):
+            echo = json.dumps({"path": self.path, "auth": self.headers.get("Authorization"), "body": body}, sort_keys=True)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            third = len(echo) // 3
+            chat = self.path == "/v1/chat/completions"
+            for part in (echo[:third], echo[third:2 * third], echo[2 * third:]):
+                choice = {"index": 0, "delta": {"content": part}} if chat else {"index": 0, "text": part}
+                self.wfile.write(("data: " + json.dumps({"model": "streamed-" + model, "choices": [choice]}) + "\n\n").encode())
+                self.wfile.flush()
+                time.sleep(0.05)
+            final = {"index": 0, "delta": {}, "finish_reason": "length"} if chat else {"index": 0, "text": "", "finish_reason": "length"}
+            self.wfile.write(("data: " + json.dumps({"choices": [final]}) + "\n\n").encode())
+            self.wfile.write(("data: " + json.dumps({"choices": [], "usage": {"prompt_tokens": 21, "completion_tokens": 3}}) + "\n\n").encode())
+            self.wfile.write(b"data: [DONE]\n\n")
+            return
         if model == "ratelimit": return self.reply(429, {"error": {"message": "slow down"}})
         if model == "missing": return self.reply(404, {"error": {"message": "The model `missing` does not exist."}})
         if model == "bad": return self.reply(400, {"error": {"message": "max_tokens is too large"}})
@@ -141,17 +158,19 @@ struct OpenAICompatibleEngineTests {
         #expect(echo.body["top_k"] == .number(20))
         #expect(echo.body["seed"] == .number(99))
         #expect(echo.body["stop"] == .array([.string("\n\n")]))
-        #expect(echo.body["stream"] == .bool(false))
+        #expect(echo.body["stream"] == .bool(true)) // onText given: streamed
+        #expect(echo.body["stream_options"] == .object(["include_usage": .bool(true)]))
         #expect(echo.body["messages"] == .array([
             .object(["role": .string("system"), "content": .string("be brief")]),
             .object(["role": .string("user"), "content": .string("hi")]),
         ]))
-        #expect(result.promptTokens == 12)
-        #expect(result.completionTokens == 5)
-        #expect(result.finishReason == .stop)
-        #expect(result.model == "served-ok")
-        #expect(result.timings.totalMilliseconds > 0)
-        #expect(streamed.withLock { $0 } == [result.text])
+        #expect(result.promptTokens == 21)
+        #expect(result.completionTokens == 3)
+        #expect(result.finishReason == .length)
+        #expect(result.model == "streamed-ok")
+        #expect(result.timings.totalMilliseconds >= result.timings.firstTokenMilliseconds)
+        #expect(streamed.withLock { $0.count } == 3)
+        #expect(streamed.withLock { $0.joined() } == result.text)
     }
 
     @Test func textPromptsUseCompletionsAndBaseURLMayEndInV1() async throws {
@@ -164,6 +183,7 @@ struct OpenAICompatibleEngineTests {
         #expect(echo.body["prompt"] == .string("Once upon"))
         #expect(echo.body["messages"] == nil)
         #expect(echo.body["top_k"] == nil) // greedy: top_k 0 is not sent
+        #expect(echo.body["stream"] == .bool(false)) // no onText: one JSON response
         #expect(result.finishReason == .length)
         #expect(result.timings.promptMilliseconds == 4.5)
         #expect(result.timings.decodeMilliseconds == 20.25)
@@ -184,6 +204,31 @@ struct OpenAICompatibleEngineTests {
         #expect(error?.kind == kind)
         #expect(error?.isRetriable == retriable)
         if model == "fail500" { #expect(error?.detail.contains("boom") == true) }
+    }
+
+    @Test func nonStreamedChatMapsUsageAndFinishReason() async throws {
+        let server = try FakeOpenAIServer()
+        let result = try await server.engine().generate(GenerationRequest(id: "job-8", prompt: .chat([.user("hi")])))
+        #expect(result.promptTokens == 12)
+        #expect(result.completionTokens == 5)
+        #expect(result.finishReason == .stop)
+        #expect(result.model == "served-ok")
+    }
+
+    @Test func streamedTextCompletionAndStreamedFailure() async throws {
+        let server = try FakeOpenAIServer()
+        let pieces = Mutex<[String]>([])
+        let result = try await server.engine().generate(GenerationRequest(id: "job-9", prompt: .text("Once")),
+                                                        onText: { piece in pieces.withLock { $0.append(piece) } })
+        let echo = try JSONDecoder().decode(Echo.self, from: Data(result.text.utf8))
+        #expect(echo.path == "/v1/completions")
+        #expect(pieces.withLock { $0.joined() } == result.text)
+        #expect(result.completionTokens == 3)
+        let error = await #expect(throws: InferenceError.self) {
+            _ = try await server.engine(model: "fail500").generate(GenerationRequest(id: "job-10", prompt: .chat([.user("x")])), onText: { _ in })
+        }
+        #expect(error?.kind == .backendError(status: 500))
+        #expect(error?.detail.contains("boom") == true)
     }
 
     @Test func slowServerTimesOut() async throws {
@@ -215,6 +260,11 @@ struct OpenAICompatibleEngineTests {
         #expect(result.finishReason == .cancelled)
         #expect(result.text.isEmpty)
         #expect(throws: InferenceError.self) { try result.throwIfCancelled() }
+
+        let streamed = Task { try await engine.generate(GenerationRequest(id: "job-6s", prompt: .chat([.user("x")])), onText: { _ in }) }
+        try await Task.sleep(for: .milliseconds(300))
+        streamed.cancel()
+        #expect(try await streamed.value.finishReason == .cancelled)
     }
 
     @Test func invalidSamplingIsRejectedBeforeSending() async throws {

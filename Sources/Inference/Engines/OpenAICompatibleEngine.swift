@@ -17,20 +17,25 @@ public struct OpenAICompatibleConfiguration: Sendable, Equatable {
     /// Send `top_k` and `repetition_penalty` (vLLM and llama.cpp accept them; strict OpenAI
     /// servers may reject unknown fields, so they can be turned off).
     public var sendExtendedSampling: Bool
+    /// Ask for a server-sent-event stream when the caller passes `onText`, so text arrives as it
+    /// is generated (with `stream_options.include_usage` for the token counts).
+    public var streamsWhenObserved: Bool
 
     public init(baseURL: URL, apiKey: String? = nil, model: String, requestTimeout: Duration = .seconds(120),
-                sendExtendedSampling: Bool = true) {
+                sendExtendedSampling: Bool = true, streamsWhenObserved: Bool = true) {
         self.baseURL = baseURL
         self.apiKey = apiKey
         self.model = model
         self.requestTimeout = requestTimeout
         self.sendExtendedSampling = sendExtendedSampling
+        self.streamsWhenObserved = streamsWhenObserved
     }
 }
 
 /// An engine that forwards each request to an OpenAI-compatible HTTP server: chats to
-/// `/v1/chat/completions`, text prompts to `/v1/completions`, without streaming (`onText`
-/// receives the whole text once, when the response arrives). Failures are classified as
+/// `/v1/chat/completions`, text prompts to `/v1/completions`. With `onText` the response is
+/// streamed (server-sent events) and each piece is passed on as it arrives; without it one JSON
+/// response is read. Failures are classified as
 /// `InferenceError`s: connection failures are `.backendUnreachable` and timeouts `.timeout`
 /// (both retriable), HTTP 5xx/429 are retriable `.backendError`, 400/422 are `.invalidRequest`,
 /// a 404 naming the model is `.unknownModel`, and a body that is not OpenAI JSON is
@@ -77,9 +82,13 @@ public final class OpenAICompatibleEngine: InferenceEngine {
         if let key = configuration.apiKey, !key.isEmpty {
             httpRequest.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization")
         }
-        httpRequest.httpBody = try requestBody(request, model: model)
+        let streaming = onText != nil && configuration.streamsWhenObserved
+        httpRequest.httpBody = try requestBody(request, model: model, stream: streaming)
 
         if Task.isCancelled { return Self.cancelledResult(model: model, started: started) }
+        if streaming, let onText {
+            return try await stream(httpRequest, url: url, chat: isChat, model: model, requestID: request.id, started: started, onText: onText)
+        }
         let data: Data
         let response: URLResponse
         do {
@@ -122,9 +131,12 @@ public final class OpenAICompatibleEngine: InferenceEngine {
         var seed: Int64?
         var stop: [String]?
         var stream = false
+        var stream_options: StreamOptions?
     }
 
-    func requestBody(_ request: GenerationRequest, model: String) throws -> Data {
+    private struct StreamOptions: Encodable { var include_usage = true }
+
+    func requestBody(_ request: GenerationRequest, model: String, stream: Bool = false) throws -> Data {
         let sampling = request.sampling
         var body = Body(model: model, max_tokens: sampling.maxTokens, temperature: sampling.temperature, top_p: sampling.topP)
         switch request.prompt {
@@ -138,6 +150,10 @@ public final class OpenAICompatibleEngine: InferenceEngine {
         // OpenAI's seed is a signed 64-bit integer.
         if let seed = sampling.seed { body.seed = Int64(bitPattern: seed & UInt64(Int64.max)) }
         if !sampling.stop.isEmpty { body.stop = sampling.stop }
+        if stream {
+            body.stream = true
+            body.stream_options = StreamOptions()
+        }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         return try encoder.encode(body)
@@ -189,6 +205,167 @@ public final class OpenAICompatibleEngine: InferenceEngine {
                 return state.task
             }
             task?.cancel()
+        }
+    }
+
+    // MARK: - Streaming
+
+    /// Reads a server-sent-event response: `data: {chunk}` lines, each with a text delta, the last
+    /// ones with `finish_reason` and (when the server honours `include_usage`) `usage`.
+    private func stream(_ request: URLRequest, url: URL, chat: Bool, model: String, requestID: String,
+                        started: ContinuousClock.Instant, onText: @escaping @Sendable (String) -> Void) async throws -> GenerationResult {
+        let reader = EventStreamReader(chat: chat, onText: onText)
+        let sessionConfiguration = URLSessionConfiguration.ephemeral
+        let seconds = Self.seconds(configuration.requestTimeout)
+        sessionConfiguration.timeoutIntervalForRequest = seconds
+        sessionConfiguration.timeoutIntervalForResource = seconds
+        // One session per streamed request: URLSession delegates are per session.
+        let session = URLSession(configuration: sessionConfiguration, delegate: reader, delegateQueue: nil)
+        defer { session.finishTasksAndInvalidate() }
+        let task = session.dataTask(with: request)
+        let outcome: EventStreamReader.Outcome = try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                reader.begin(continuation)
+                task.resume()
+            }
+        } onCancel: {
+            task.cancel()
+        }
+        let total = Self.milliseconds(ContinuousClock.now - started)
+        if let error = outcome.error {
+            if error.code == .cancelled || Task.isCancelled {
+                return GenerationResult(text: outcome.text, promptTokens: outcome.promptTokens, completionTokens: outcome.completionTokens,
+                                        finishReason: .cancelled, timings: GenerationTimings(totalMilliseconds: total), model: model)
+            }
+            throw Self.classify(error, url: url, timeout: configuration.requestTimeout)
+        }
+        guard (200..<300).contains(outcome.status) else {
+            throw Self.classify(status: outcome.status, body: outcome.errorBody, url: url, model: model, requestID: requestID)
+        }
+        if let problem = outcome.malformed {
+            throw InferenceError.backendError(status: 0, "\(url) streamed something that is not OpenAI JSON (\(problem))")
+        }
+        let firstToken = outcome.firstText.map { Self.milliseconds($0 - started) } ?? total
+        return GenerationResult(
+            text: outcome.text, promptTokens: outcome.promptTokens, completionTokens: outcome.completionTokens,
+            finishReason: outcome.finishReason == "length" ? .length : .stop,
+            timings: GenerationTimings(promptMilliseconds: 0, firstTokenMilliseconds: firstToken,
+                                       decodeMilliseconds: total - firstToken, totalMilliseconds: total),
+            model: outcome.model ?? model)
+    }
+
+    /// URLSession delegate that splits the event stream into lines and decodes each chunk.
+    private final class EventStreamReader: NSObject, URLSessionDataDelegate, @unchecked Sendable {
+        // @unchecked: all state is behind `state`'s lock; `chat` and `onText` are immutable.
+        struct Outcome: Sendable {
+            var status = 0
+            var text = ""
+            var model: String?
+            var finishReason: String?
+            var promptTokens = 0
+            var completionTokens = 0
+            var firstText: ContinuousClock.Instant?
+            var errorBody = Data()
+            var malformed: String?
+            var error: URLError?
+        }
+
+        private struct State: @unchecked Sendable { // the continuation is used once, under the lock
+            var outcome = Outcome()
+            var pending = Data()
+            var continuation: CheckedContinuation<Outcome, any Error>?
+        }
+
+        private let chat: Bool
+        private let onText: @Sendable (String) -> Void
+        private let state = Mutex(State())
+
+        init(chat: Bool, onText: @escaping @Sendable (String) -> Void) {
+            self.chat = chat
+            self.onText = onText
+        }
+
+        func begin(_ continuation: CheckedContinuation<Outcome, any Error>) {
+            state.withLock { $0.continuation = continuation }
+        }
+
+        private struct Chunk: Decodable {
+            struct Choice: Decodable {
+                struct Delta: Decodable { var content: String? }
+                var delta: Delta?
+                var text: String?
+                var finish_reason: String?
+            }
+            struct Usage: Decodable { var prompt_tokens: Int?; var completion_tokens: Int? }
+            var model: String?
+            var choices: [Choice]?
+            var usage: Usage?
+        }
+
+        func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive response: URLResponse,
+                        completionHandler: @escaping @Sendable (URLSession.ResponseDisposition) -> Void) {
+            let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+            state.withLock { $0.outcome.status = status }
+            completionHandler(.allow)
+        }
+
+        func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
+            var pieces: [String] = []
+            state.withLock { state in
+                guard (200..<300).contains(state.outcome.status) else {
+                    if state.outcome.errorBody.count < 4096 { state.outcome.errorBody.append(data) }
+                    return
+                }
+                state.pending.append(data)
+                while let newline = state.pending.firstIndex(of: UInt8(ascii: "\n")) {
+                    let line = state.pending[state.pending.startIndex..<newline]
+                    state.pending.removeSubrange(state.pending.startIndex...newline)
+                    if let piece = handle(line: line, outcome: &state.outcome) { pieces.append(piece) }
+                }
+            }
+            for piece in pieces { onText(piece) }
+        }
+
+        /// One SSE line; returns the text it adds. Comments, `event:` lines and `[DONE]` add nothing.
+        private func handle(line: Data, outcome: inout Outcome) -> String? {
+            var text = String(decoding: line, as: UTF8.self)
+            if text.hasSuffix("\r") { text.removeLast() }
+            guard text.hasPrefix("data:") else { return nil }
+            let payload = text.dropFirst(5).trimmingCharacters(in: .whitespaces)
+            if payload == "[DONE]" || payload.isEmpty { return nil }
+            guard let chunk = try? JSONDecoder().decode(Chunk.self, from: Data(payload.utf8)) else {
+                if outcome.malformed == nil { outcome.malformed = String(payload.prefix(200)) }
+                return nil
+            }
+            if let model = chunk.model { outcome.model = model }
+            if let usage = chunk.usage {
+                outcome.promptTokens = usage.prompt_tokens ?? outcome.promptTokens
+                outcome.completionTokens = usage.completion_tokens ?? outcome.completionTokens
+            }
+            guard let choice = chunk.choices?.first else { return nil }
+            if let reason = choice.finish_reason { outcome.finishReason = reason }
+            let piece = (chat ? choice.delta?.content : choice.text) ?? ""
+            guard !piece.isEmpty else { return nil }
+            if outcome.firstText == nil { outcome.firstText = .now }
+            outcome.text += piece
+            return piece
+        }
+
+        func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: (any Error)?) {
+            var last: String?
+            let (continuation, outcome) = state.withLock { state -> (CheckedContinuation<Outcome, any Error>?, Outcome) in
+                if let error {
+                    state.outcome.error = (error as? URLError) ?? URLError(.unknown)
+                } else if !state.pending.isEmpty, (200..<300).contains(state.outcome.status) {
+                    // A last line without its newline.
+                    last = handle(line: state.pending, outcome: &state.outcome)
+                    state.pending.removeAll()
+                }
+                defer { state.continuation = nil }
+                return (state.continuation, state.outcome)
+            }
+            if let last { onText(last) }
+            continuation?.resume(returning: outcome)
         }
     }
 

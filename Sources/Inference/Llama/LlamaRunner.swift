@@ -61,6 +61,7 @@ public final class LlamaRunner: @unchecked Sendable {
     }
 
     deinit {
+        pool.shutdown()
         for p in [x, q, k, v, projected, gate, up, ropeCos, ropeSin, scores] { p.deallocate() }
     }
 

@@ -43,6 +43,12 @@ enum InferenceBench {
             var batch: Int
             var aggregateTokensPerSecond: Double
             var perSequenceTokensPerSecond: Double
+
+            enum CodingKeys: String, CodingKey {
+                case batch
+                case aggregateTokensPerSecond = "aggregate_tokens_per_second"
+                case perSequenceTokensPerSecond = "per_sequence_tokens_per_second"
+            }
         }
 
         enum CodingKeys: String, CodingKey {
