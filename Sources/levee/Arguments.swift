@@ -99,6 +99,12 @@ protocol LeveeCommand: Sendable {
     static var summary: String { get }
     static var help: String { get }
     static func run(_ arguments: inout Arguments) async throws
+    /// Commands with sub-commands (bench) print the sub-command's help themselves.
+    static var handlesOwnHelp: Bool { get }
+}
+
+extension LeveeCommand {
+    static var handlesOwnHelp: Bool { false }
 }
 
 /// Writes text to standard output at once (unbuffered, so streamed text and progress appear as

@@ -43,7 +43,7 @@ func runLevee(_ words: [String]) async -> Int32 {
         return 64
     }
     var arguments = Arguments(Array(words.dropFirst()))
-    if arguments.wantsHelp {
+    if arguments.wantsHelp && !command.handlesOwnHelp {
         printOut(command.help + "\n")
         return 0
     }

@@ -29,6 +29,15 @@ import Testing
         #expect(out.stderr.contains("20/20 done"), "progress lines while draining")
     }
 
+    @Test(arguments: ["demo", "submit", "result", "cancel", "worker", "topics", "generate", "tokenize", "broker", "bench", "version",
+                      "bench kafka", "bench inference"])
+    func everyCommandHasHelp(_ command: String) throws {
+        let words = command.split(separator: " ").map(String.init)
+        let out = try LeveeProcess.run(words + ["--help"])
+        #expect(out.status == 0, "\(out)")
+        #expect(out.stdout.contains("Usage: levee \(command)"), "\(out.stdout.prefix(200))")
+    }
+
     @Test func demoRejectsBadOptions() throws {
         let out = try LeveeProcess.run(["demo", "--jobs", "0"])
         #expect(out.status == 64 && out.stderr.contains("--jobs"))

@@ -19,13 +19,18 @@ enum BenchCommand: LeveeCommand {
         return text + "\nlevee bench <benchmark> --help lists a benchmark's options."
     }
 
+    static let handlesOwnHelp = true
+
     static func run(_ arguments: inout Arguments) async throws {
+        let wantsHelp = arguments.wantsHelp
         guard let which = arguments.positional() else {
+            if wantsHelp { printOut(help + "\n"); return }
             throw CommandFailure.usage("which benchmark? one of: " + benchmarks.map(\.name).joined(separator: ", "))
         }
         guard let bench = benchmarks.first(where: { $0.name == which }) else {
             throw CommandFailure.usage("unknown benchmark '\(which)'; one of: " + benchmarks.map(\.name).joined(separator: ", "))
         }
+        if wantsHelp { printOut(bench.help + "\n"); return }
         try await bench.run(&arguments)
     }
 }
