@@ -44,7 +44,27 @@ enum PartitionScan {
         guard let time else { return KafkaOffset.beginning }
         let consumer = try KafkaConsumer(configuration: connection.configuration(), bufferCapacity: 1)
         defer { Task.detached { await consumer.close() } }
-        let offsets = try await consumer.offsetsForTimes([partition: time.millisecondsSinceEpoch])
-        return offsets.first?.offset ?? KafkaOffset.beginning
+        return try await startOffsets(consumer, [partition], since: time, backfill: 10_000).first?.offset ?? KafkaOffset.beginning
+    }
+
+    /// Where to start reading each partition to see every record written since `since`.
+    ///
+    /// Kafka answers "end" (-1) when no record is that recent, and then the end is right; but
+    /// librdkafka 2.0.2's mock cluster answers -1 for every query. So an "end" answer starts
+    /// `backfill` records before the end instead: correct on both, and bounded.
+    static func startOffsets(_ consumer: KafkaConsumer, _ partitions: [TopicPartition], since: Timestamp,
+                             backfill: Int64) async throws -> [TopicPartitionOffset] {
+        var query: [TopicPartition: Int64] = [:]
+        for p in partitions { query[p] = since.millisecondsSinceEpoch }
+        var result: [TopicPartitionOffset] = []
+        for answer in try await consumer.offsetsForTimes(query) {
+            if answer.offset >= 0 {
+                result.append(answer)
+            } else {
+                let marks = try await consumer.watermarks(answer.topicPartition)
+                result.append(TopicPartitionOffset(answer.topicPartition, offset: max(marks.low, marks.high - backfill)))
+            }
+        }
+        return result
     }
 }

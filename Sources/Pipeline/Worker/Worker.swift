@@ -103,12 +103,9 @@ public final class Worker: Sendable {
             configuration: connection.configuration(["enable.partition.eof": "true", "isolation.level": "read_committed"]),
             bufferCapacity: 10_000)
         let since = Timestamp.now().adding(milliseconds: -Int64(configuration.duplicateWindow.milliseconds))
-        var query: [TopicPartition: Int64] = [:]
-        for p in 0..<resultPartitions { query[TopicPartition(layout.results, Int32(p))] = since.millisecondsSinceEpoch }
-        for p in 0..<controlPartitions { query[TopicPartition(layout.control, Int32(p))] = since.millisecondsSinceEpoch }
-        let starts = try await index.offsetsForTimes(query)
-        // A partition with nothing after `since` answers "end": start there.
-        try index.assign(starts)
+        let indexed = (0..<resultPartitions).map { TopicPartition(layout.results, Int32($0)) }
+            + (0..<controlPartitions).map { TopicPartition(layout.control, Int32($0)) }
+        try index.assign(try await PartitionScan.startOffsets(index, indexed, since: since, backfill: 100_000))
         state.withLock { $0.resultPartitions = resultPartitions }
 
         try consumer.subscribe([layout.jobs, layout.retry])
