@@ -13,7 +13,7 @@ let inferenceSettings: [SwiftSetting] = []
 
 let package = Package(
     name: "Levee",
-    platforms: [.macOS(.v15)]  // Synchronization (Mutex, Atomic) needs macOS 15,
+    platforms: [.macOS(.v15)],  // Synchronization (Mutex, Atomic) needs macOS 15
     products: [
         .executable(name: "levee", targets: ["levee"]),
         .library(name: "Kafka", targets: ["Kafka"]),
