@@ -7,6 +7,7 @@ let commands: [any LeveeCommand.Type] = [
     ResultCommand.self,
     CancelCommand.self,
     WorkerCommand.self,
+    TraceCommand.self,
     TopicsCommand.self,
     GenerateCommand.self,
     TokenizeCommand.self,

@@ -29,7 +29,7 @@ import Testing
         #expect(out.stderr.contains("20/20 done"), "progress lines while draining")
     }
 
-    @Test(arguments: ["demo", "submit", "result", "cancel", "worker", "topics", "generate", "tokenize", "broker", "bench", "version",
+    @Test(arguments: ["demo", "submit", "result", "cancel", "worker", "trace", "topics", "generate", "tokenize", "broker", "bench", "version",
                       "bench kafka", "bench inference"])
     func everyCommandHasHelp(_ command: String) throws {
         let words = command.split(separator: " ").map(String.init)
@@ -133,6 +133,11 @@ import Testing
         let record = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
         #expect(record["status"] as? String == "succeeded")
         #expect((record["worker"] as? [String: Any])?["id"] as? String == "cli-w")
+        let trace = try LeveeProcess.run(["trace", id] + connection, timeout: 60)
+        #expect(trace.status == 0 && trace.stdout.contains("diagnosis: succeeded on cli-w"), "\(trace)")
+        #expect(trace.stdout.contains("received") && trace.stdout.contains("cli-w@"))
+        let unknownTrace = try LeveeProcess.run(["trace", "019ab0f2-7c41-7a3e-9b1d-2f6c8e4a1b07"] + connection, timeout: 60)
+        #expect(unknownTrace.status == 2 && unknownTrace.stderr.contains("unknown job id"))
         // A job for a model the worker does not serve is poison: failed at once, not retried.
         let wrong = try LeveeProcess.run(["submit", "--prompt", "x", "--model", "gpt-9", "--json"] + connection)
         let wrongID = try #require((try JSONSerialization.jsonObject(with: Data(wrong.stdout.utf8)) as? [String: Any])?["job_id"] as? String)

@@ -98,6 +98,20 @@ import Testing
             #expect(letters.contains { $0.jobID == poisonID && String(decoding: $0.original, as: UTF8.self) == "{\"schema\": levee" })
             #expect(letters.contains { $0.jobID == bigReceipt.jobID })
             try await producer.close()
+
+            // The trace explains each outcome in one line.
+            let flakyTrace = try #require(try await TraceReader.trace(h.connection, jobID: flaky.jobID))
+            #expect(flakyTrace.state == "succeeded")
+            #expect(flakyTrace.diagnosis.hasPrefix("retried 2× after backend unreachable, succeeded on w-1"), "\(flakyTrace.diagnosis)")
+            let stages = flakyTrace.events.map(\.stage)
+            #expect(stages.first == .submitted && stages.contains(.accepted) && stages.last == .resultCommitted, "\(stages)")
+            #expect(stages.filter { $0 == .received }.count == 3 && stages.filter { $0 == .retryScheduled }.count == 2)
+            #expect(flakyTrace.events.first { $0.stage == .received }?.partition != nil)
+            let poisonTrace = try #require(try await TraceReader.trace(h.connection, jobID: poisonID))
+            #expect(poisonTrace.diagnosis.hasPrefix("poison: invalid JSON") && poisonTrace.diagnosis.hasSuffix("in DLQ"), "\(poisonTrace.diagnosis)")
+            let expiredTrace = try #require(try await TraceReader.trace(h.connection, jobID: expired.jobID))
+            #expect(expiredTrace.state == "expired" && expiredTrace.diagnosis.hasPrefix("expired: deadline"))
+            #expect(try await TraceReader.trace(h.connection, jobID: JobID.make()) == nil, "an unknown job has no trace")
         }
         let s = worker.statistics
         #expect(s.retried == 2 && s.deadLettered == 2 && s.expired == 1)

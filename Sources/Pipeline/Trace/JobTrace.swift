@@ -1,0 +1,141 @@
+import Foundation
+import Kafka
+import Synchronization
+
+/// A job's whole path, read back from the trace topic (and its result, if any), with the final
+/// state and a one-line diagnosis of what happened or what is wrong.
+public struct JobTrace: Codable, Sendable {
+    public var jobID: JobID
+    /// The trace partition that holds the job's events (every topic is keyed by job id).
+    public var partition: Int32
+    /// Events in the order they were written (one partition, so in order).
+    public var events: [TraceEvent]
+    public var result: ResultRecord?
+    /// `succeeded`, `failed`, `expired`, `cancelled`, or `pending` when there is no result.
+    public var state: String
+    public var diagnosis: String
+    /// Trace records read to find the events (bounded: the read starts near the submit time).
+    public var recordsScanned: Int
+
+    enum CodingKeys: String, CodingKey {
+        case jobID = "job_id", partition, events, result, state, diagnosis, recordsScanned = "records_scanned"
+    }
+}
+
+/// Finds and explains one job's trace. The read is bounded: it starts at the job's submit time
+/// (a UUIDv7 carries it; other ids start a bounded window before the end) and stops at the end
+/// of the partition, so answering does not grow with the size of the trace topic.
+public enum TraceReader {
+    public static func trace(_ connection: KafkaConnection, jobID: JobID, maxRecords: Int = 200_000,
+                             timeout: Duration = .seconds(20)) async throws -> JobTrace? {
+        let topic = connection.layout.trace
+        let partitions = try await ResultLookup.partitionCount(connection, topic: topic)
+        let partition = TopicPartition(topic, KeyPartitioner.partition(for: jobID, partitions: partitions))
+        let since = jobID.embeddedTime.map { $0.adding(milliseconds: -60_000) } ?? Timestamp(millisecondsSinceEpoch: 0)
+        let consumer = try KafkaConsumer(configuration: connection.configuration(), bufferCapacity: 1)
+        let start = try await PartitionScan.startOffsets(consumer, [partition], since: since, backfill: Int64(maxRecords)).first?.offset
+            ?? KafkaOffset.beginning
+        await consumer.close()
+        let key = jobID.description
+        let found = Mutex<(events: [TraceEvent], scanned: Int)>(([], 0))
+        try await PartitionScan.scan(connection, partition: partition, from: start, follow: false, deadline: .now + timeout) { message in
+            let scanned = found.withLock { s -> Int in
+                s.scanned += 1
+                if message.keyString == key, let value = message.value,
+                   let event = try? LeveeJSON.decode(TraceEvent.self, from: Data(value)) {
+                    s.events.append(event)
+                }
+                return s.scanned
+            }
+            return scanned >= maxRecords ? .stop : .next
+        }
+        let (events, scanned) = found.withLock { ($0.events, $0.scanned) }
+        let result = try await ResultLookup.result(connection, jobID: jobID)
+        if events.isEmpty && result == nil { return nil }
+        // Heartbeats matter only for a job without a result (is its worker still alive?).
+        let heartbeats = result == nil ? (try? await latestHeartbeats(connection)) ?? [:] : [:]
+        let (state, diagnosis) = diagnose(events: events, result: result, heartbeats: heartbeats)
+        return JobTrace(jobID: jobID, partition: partition.partition, events: events, result: result, state: state,
+                        diagnosis: diagnosis, recordsScanned: scanned)
+    }
+
+    /// The newest heartbeat per worker id (the workers topic is small and compacted).
+    static func latestHeartbeats(_ connection: KafkaConnection) async throws -> [String: WorkerHeartbeat] {
+        let topic = connection.layout.workers
+        let partitions = try await ResultLookup.partitionCount(connection, topic: topic)
+        var latest: [String: WorkerHeartbeat] = [:]
+        for p in 0..<partitions {
+            let tp = TopicPartition(topic, Int32(p))
+            let consumer = try KafkaConsumer(configuration: connection.configuration(), bufferCapacity: 1)
+            let marks = try await consumer.watermarks(tp)
+            await consumer.close()
+            let records = try await KafkaConsumer.readWindow(configuration: connection.configuration(), partition: tp,
+                                                             from: max(marks.low, marks.high - 5000), maxMessages: 5000)
+            for r in records {
+                guard let v = r.value, let beat = try? LeveeJSON.decode(WorkerHeartbeat.self, from: Data(v)) else { continue }
+                if (latest[beat.worker.id]?.at ?? Timestamp(millisecondsSinceEpoch: 0)) <= beat.at { latest[beat.worker.id] = beat }
+            }
+        }
+        return latest
+    }
+
+    static func clock(_ t: Timestamp) -> String { String(t.description.dropFirst(11).dropLast(1)) }
+
+    /// The final state and one line saying what happened, or what is wrong.
+    public static func diagnose(events: [TraceEvent], result: ResultRecord?, heartbeats: [String: WorkerHeartbeat],
+                                now: Timestamp = .now()) -> (String, String) {
+        let retries = events.filter { $0.stage == .retryScheduled }
+        let receivers = events.filter { $0.stage == .received }.compactMap { e in e.worker.map { ($0.id, e.at) } }
+        var distinctReceivers: [String] = []
+        for (id, _) in receivers where distinctReceivers.last != id { distinctReceivers.append(id) }
+        let redelivered = distinctReceivers.count > 1
+            ? "received by \(distinctReceivers.dropLast().joined(separator: ", then ")), redelivered to \(distinctReceivers.last!); " : ""
+        if let result {
+            let worker = result.worker?.id ?? "?"
+            switch result.status {
+            case .succeeded:
+                var line = redelivered
+                if !retries.isEmpty {
+                    let first = retries.first?.error?.errorClass.rawValue.replacingOccurrences(of: "_", with: " ") ?? "an error"
+                    line += "retried \(retries.count)× after \(first), succeeded on \(worker)"
+                } else {
+                    line += "succeeded on \(worker)"
+                }
+                if let t = result.timings { line += " (queue \(t.queueMs) ms, inference \(t.inferenceMs) ms, total \(t.totalMs) ms)" }
+                return ("succeeded", line)
+            case .failed:
+                let error = result.error
+                if error?.errorClass == .poisonInput {
+                    return ("failed", "poison: \(error?.message ?? "unusable record"), in DLQ")
+                }
+                return ("failed", redelivered + "failed on attempt \(result.attempt) on \(worker): \(error?.description ?? "unknown error")")
+            case .expired:
+                return ("expired", "expired: \(result.error?.message ?? "deadline passed")")
+            case .cancelled:
+                return ("cancelled", "cancelled on \(worker): \(result.error?.message ?? "cancel requested")")
+            }
+        }
+        guard let last = events.last else { return ("pending", "no trace events") }
+        switch last.stage {
+        case .retryScheduled:
+            return ("pending", "waiting for retry \(last.attempt + 1) at \(last.notBefore.map(clock) ?? "?") after \(last.error?.description ?? "an error")")
+        case .submitted, .accepted:
+            let where_ = last.partition.map { " on \(last.topic ?? "")[\($0)]@\(last.offset ?? -1)" } ?? ""
+            return ("pending", "queued: accepted at \(clock(last.at))\(where_), not yet received by any worker (are workers running? see levee status)")
+        default:
+            let worker = last.worker?.id ?? "?"
+            var line = "stuck: \(last.stage.rawValue.replacingOccurrences(of: "_", with: " ")) by \(worker) at \(clock(last.at)), no event since"
+            if let beat = heartbeats[worker] {
+                let age = beat.at.milliseconds(until: now)
+                if beat.state == .stopped {
+                    line += ", \(worker) stopped at \(clock(beat.at))"
+                } else if age > 3 * beat.heartbeatIntervalMs {
+                    line += ", \(worker) heartbeat lost at \(clock(beat.at))"
+                } else {
+                    line += ", \(worker) is alive (heartbeat \(age / 1000) s ago)"
+                }
+            }
+            return ("pending", line)
+        }
+    }
+}
