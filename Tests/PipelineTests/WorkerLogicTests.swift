@@ -90,3 +90,33 @@ import Testing
         #expect(byName[layout.jobs]?.partitions == 6)
     }
 }
+
+@Suite struct DuplicateCheckTests {
+    let p0 = TopicPartitionRef(topic: "levee.jobs", partition: 0)
+
+    func item(_ job: JobEnvelope, epoch: Int) -> WorkItem {
+        WorkItem(job: job, partition: p0, offset: 7, epoch: epoch, generation: 1, receivedAt: .now())
+    }
+
+    @Test func aCopyFromARevokedEpochIsNotADuplicate() {
+        let job = JobEnvelope(tenant: "t", kind: .textGenerate, model: "m", input: JobInput(prompt: "x"))
+        var s = WorkerRuntimeState()
+        s.epochs[p0] = 1
+        s.enqueue(item(job, epoch: 1))
+        #expect(s.isDuplicate(job.jobID), "a queued copy from the partition we hold")
+        // Revoked and assigned again: the old copy will be dropped, so the redelivered one must run.
+        s.epochs[p0] = 2
+        #expect(!s.isDuplicate(job.jobID))
+        s.enqueue(item(job, epoch: 2))
+        s.dequeue(item(job, epoch: 1))
+        #expect(s.isDuplicate(job.jobID), "dropping the stale copy must not forget the new one")
+        s.dequeue(item(job, epoch: 2))
+        #expect(!s.isDuplicate(job.jobID))
+
+        let running = RunningJob(item: item(job, epoch: 1))
+        s.running[job.jobID] = running
+        #expect(!s.isDuplicate(job.jobID), "still running from a revoked epoch")
+        s.completed.insert(job.jobID)
+        #expect(s.isDuplicate(job.jobID), "a committed result always wins")
+    }
+}

@@ -254,6 +254,7 @@ public final class Worker: Sendable {
             }
             guard removed else { return [] }
             s.pending.removeAll { revoked.contains($0.partition) }
+            for item in s.delayed where revoked.contains(item.partition) { s.dequeue(item) }
             s.delayed.removeAll { revoked.contains($0.partition) }
             return s.running.values.filter { revoked.contains($0.item.partition) }
         }
@@ -287,10 +288,7 @@ public final class Worker: Sendable {
                                 generation: state.withLock { $0.generation }, receivedAt: receivedAt)
             metrics.queueWaitSeconds.observe(Double(max(0, job.submittedAt.milliseconds(until: receivedAt))) / 1000)
             await emitNow(event(item, .received, durationMs: job.submittedAt.milliseconds(until: receivedAt)), context)
-            let duplicate = state.withLock { s -> Bool in
-                s.completed.contains(job.jobID) || s.running[job.jobID] != nil || s.queuedIDs.contains(job.jobID)
-                    || s.pending.contains { $0.jobID == job.jobID && $0.isFinal }
-            }
+            let duplicate = state.withLock { $0.isDuplicate(job.jobID) }
             if duplicate {
                 state.withLock { $0.statistics.duplicatesSkipped += 1 }
                 log(.init(message: "duplicate of a finished or running job skipped", fields: ["job_id": job.jobID.description]))
@@ -298,10 +296,10 @@ public final class Worker: Sendable {
                 return
             }
             if let notBefore = job.notBefore, notBefore > receivedAt {
-                state.withLock { $0.delayed.append(item); $0.queuedIDs.insert(job.jobID) }
+                state.withLock { $0.delayed.append(item); $0.enqueue(item) }
                 return
             }
-            state.withLock { _ = $0.queuedIDs.insert(job.jobID) }
+            state.withLock { $0.enqueue(item) }
             await context.queue.put(item)
         }
     }
@@ -374,7 +372,7 @@ public final class Worker: Sendable {
         let job = item.job
         let now = Timestamp.now()
         let stillOurs = state.withLock { s -> Bool in
-            s.queuedIDs.remove(job.jobID)
+            s.dequeue(item)
             return s.epochs[item.partition] == item.epoch
         }
         guard stillOurs else { return }
@@ -391,7 +389,10 @@ public final class Worker: Sendable {
         state.withLock { $0.running[job.jobID] = running }
         metrics.inFlight.increment()
         defer {
-            state.withLock { _ = $0.running.removeValue(forKey: job.jobID) }
+            state.withLock { s in
+                // A newer copy of the job (redelivered after a revoke) may have replaced this entry.
+                if s.running[job.jobID] === running { s.running[job.jobID] = nil }
+            }
             metrics.inFlight.decrement()
         }
         await emitNow(event(item, .inferenceStarted, model: job.model), context)
@@ -519,7 +520,7 @@ public final class Worker: Sendable {
     func handBack(_ item: WorkItem, _ context: RunContext) async {
         state.withLock { s in
             s.statistics.handedBack += 1
-            s.queuedIDs.remove(item.job.jobID)
+            s.dequeue(item)
         }
         await emitNow(event(item, .handedBack, detail: "worker stopping or partition revoked; the next owner runs it"), context)
     }

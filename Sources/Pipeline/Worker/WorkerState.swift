@@ -97,7 +97,8 @@ struct WorkerRuntimeState {
     var committing = false
     var lastCommitted: [TopicPartitionRef: Int64] = [:]
     var running: [JobID: RunningJob] = [:]
-    var queuedIDs: Set<JobID> = []
+    /// Jobs waiting in the queue or the retry delay, with the partition epoch they came from.
+    var queued: [JobID: (partition: TopicPartitionRef, epoch: Int)] = [:]
     var delayed: [WorkItem] = []
     var runners = 0
     var draining = false
@@ -113,6 +114,28 @@ struct WorkerRuntimeState {
     var indexBarrier: [Int32: Int64] = [:]
     var barrierSetAt = ContinuousClock.now
     var statistics = WorkerStatistics()
+
+    /// Whether a newly read record of job `id` is a duplicate to skip: the job has a committed or
+    /// pending terminal outcome, or a copy from a partition this worker still holds is queued,
+    /// delayed or running. A copy from a revoked epoch does not count: it will be dropped, so the
+    /// new copy must run (skipping it would lose the job).
+    func isDuplicate(_ id: JobID) -> Bool {
+        if completed.contains(id) { return true }
+        if let r = running[id], epochs[r.item.partition] == r.item.epoch { return true }
+        if let q = queued[id], epochs[q.partition] == q.epoch { return true }
+        return pending.contains { $0.jobID == id && $0.isFinal }
+    }
+
+    mutating func enqueue(_ item: WorkItem) {
+        queued[item.job.jobID] = (item.partition, item.epoch)
+    }
+
+    /// Forgets `item`'s queue entry, unless a newer copy of the job replaced it.
+    mutating func dequeue(_ item: WorkItem) {
+        if let q = queued[item.job.jobID], q.partition == item.partition, q.epoch == item.epoch {
+            queued[item.job.jobID] = nil
+        }
+    }
 }
 
 /// The clients one `run()` uses.
