@@ -32,9 +32,7 @@ public final class Reconciler: @unchecked Sendable {
     public let configuration: Configuration
     public let metrics = ReconcilerMetrics()
     private var state = ReconcilerState()
-    private let jobsDrain: TopicDrain
-    private let resultsDrain: TopicDrain
-    private let otherDrain: TopicDrain
+    private let drain: TopicDrain
     private var producer: TransactionalProducer?
     private let passLock = Mutex(false)
     private let lastReport = Mutex<ReconcileReport?>(nil)
@@ -43,9 +41,8 @@ public final class Reconciler: @unchecked Sendable {
         self.connection = connection
         self.configuration = configuration
         let layout = connection.layout
-        jobsDrain = TopicDrain(connection: connection, topics: [layout.jobs, layout.retry])
-        resultsDrain = TopicDrain(connection: connection, topics: [layout.results])
-        otherDrain = TopicDrain(connection: connection, topics: [layout.trace, layout.deadLetters])
+        drain = TopicDrain(connection: connection,
+                           topics: [layout.jobs, layout.retry, layout.results, layout.trace, layout.deadLetters])
     }
 
     /// The isolation level results are read with (`-X isolation.level=read_uncommitted` counts raw records).
@@ -61,23 +58,41 @@ public final class Reconciler: @unchecked Sendable {
         }
         defer { passLock.withLock { $0 = false } }
         let started = ContinuousClock.now
+        // Ages (liveness, SLA) are judged as of the start of the pass: heartbeats are read first,
+        // and a slow read must not make a live worker look dead.
+        let passTime = now()
         let layout = connection.layout
+        let t0 = ContinuousClock.now
+        func lap(_ what: String) { if ProcessInfo.processInfo.environment["LEVEE_DEBUG_TIMING"] != nil { FileHandle.standardError.write(Data("\(what) \(ContinuousClock.now - t0)\n".utf8)) } }
 
         let heartbeats = try await TraceReader.latestHeartbeats(connection)
+        lap("heartbeats")
         let committed = try await committedOffsets()
-        var read: [String: Int] = [:]
-        read["jobs"] = try await jobsDrain.read(timeout: configuration.readTimeout) { message in
-            state.applyJobRecord(message, retry: message.topic == layout.retry)
+        lap("committed")
+        // One consumer reads every topic to its end (one fetch wait for all of them).
+        var read: [String: Int] = ["jobs": 0, "results": 0, "trace": 0, "dlq": 0]
+        try await drain.read(timeout: configuration.readTimeout) { message in
+            switch message.topic {
+            case layout.jobs, layout.retry:
+                read["jobs", default: 0] += 1
+                state.applyJobRecord(message, retry: message.topic == layout.retry)
+            case layout.results:
+                read["results", default: 0] += 1
+                state.applyResult(message)
+            case layout.trace:
+                read["trace", default: 0] += 1
+                state.applyTrace(message)
+            default:
+                read["dlq", default: 0] += 1
+                state.applyDeadLetter(message)
+            }
         }
-        read["results"] = try await resultsDrain.read(timeout: configuration.readTimeout) { state.applyResult($0) }
-        read["trace"] = try await otherDrain.read(timeout: configuration.readTimeout) { message in
-            if message.topic == layout.trace { state.applyTrace(message) } else { state.applyDeadLetter(message) }
-        }
+        lap("topics")
         read["workers"] = heartbeats.count
         for (k, v) in read { state.recordsRead[k, default: 0] += v }
 
         var judgement = state.classify(
-            now: now(), committed: committed, heartbeats: heartbeats, slaMs: configuration.sla.wholeMilliseconds,
+            now: passTime, committed: committed, heartbeats: heartbeats, slaMs: configuration.sla.wholeMilliseconds,
             stuckAfterMs: configuration.stuckAfter.wholeMilliseconds, group: configuration.group, isolation: isolation,
             retryTopic: layout.retry)
         judgement.report.recordsRead = read
@@ -242,5 +257,5 @@ public final class ReconcilerMetrics: Sendable {
         passSeconds.observe(seconds)
     }
 
-    func recordFailure() { failures.increment() }
+    public func recordFailedPass() { failures.increment() }
 }

@@ -77,8 +77,8 @@ struct ReconcilerState: Sendable {
     mutating func applyResult(_ message: KafkaMessage) {
         guard let id = message.keyString.flatMap(JobID.init(string:)) else { return }
         guard let value = message.value else {
-            // A tombstone: the results before it are deleted.
-            jobs[id]?.results = []
+            // A tombstone: the results before it (in its partition) are deleted.
+            jobs[id]?.results.removeAll { $0.partition == message.partition }
             return
         }
         guard let record = try? LeveeJSON.decode(ResultRecord.self, from: Data(value)) else { return }
@@ -108,16 +108,40 @@ struct ReconcilerState: Sendable {
             if facts.submittedAt == nil { facts.submittedAt = event.at }
         case .accepted:
             facts.acceptedAt = event.at
-        case .resultCommitted:
-            facts.resultCommittedTraced = true
-            facts.lastWorkerEvent = EventRef(stage: event.stage, worker: event.worker?.id, at: event.at, attempt: event.attempt)
         case .unknown:
             break
         default:
-            facts.lastWorkerEvent = EventRef(stage: event.stage, worker: event.worker?.id, at: event.at, attempt: event.attempt)
+            if event.stage == .resultCommitted { facts.resultCommittedTraced = true }
+            // Events come from several producers (the immediate ones on a plain producer, the
+            // rest inside the transaction), so partition order is not event order: keep the
+            // newest by time, and on a tie the later stage.
+            let ref = EventRef(stage: event.stage, worker: event.worker?.id, at: event.at, attempt: event.attempt)
+            if let last = facts.lastWorkerEvent, (last.at, Self.rank(last.stage)) > (ref.at, Self.rank(ref.stage)) {} else {
+                facts.lastWorkerEvent = ref
+            }
         }
         jobs[id] = facts
     }
+
+    /// Stages in the order they happen to one attempt.
+    static func rank(_ stage: TraceStage) -> Int {
+        switch stage {
+        case .submitted: 0
+        case .accepted: 1
+        case .requeued: 2
+        case .received: 3
+        case .inferenceStarted: 4
+        case .inferenceFinished: 5
+        case .handedBack: 6
+        case .retryScheduled, .deadLettered, .expired, .cancelled: 7
+        case .resultCommitted: 8
+        case .unknown: -1
+        }
+    }
+
+    /// Stages a worker writes only inside the transaction that commits the attempt's outcome
+    /// together with its input offset.
+    static let outcomeStages: Set<TraceStage> = [.resultCommitted, .deadLettered, .expired, .cancelled]
 
     mutating func applyDeadLetter(_ message: KafkaMessage) {
         guard let value = message.value, let letter = try? LeveeJSON.decode(DeadLetter.self, from: Data(value)) else { return }
@@ -210,7 +234,11 @@ struct ReconcilerState: Sendable {
                 }
                 continue
             }
-            let consumed = (committed[TopicPartition(latest.topic, latest.partition)] ?? -1) > latest.offset
+            // Consumed: the group's committed offset is past the record, or the trace holds the
+            // attempt's outcome event (written in the same transaction as the offset; the
+            // embedded mock cluster drops transactional offsets, so this is the only sign there).
+            let outcomeTraced = facts.lastWorkerEvent.map { Self.outcomeStages.contains($0.stage) && $0.attempt >= latest.attempt } ?? false
+            let consumed = (committed[TopicPartition(latest.topic, latest.partition)] ?? -1) > latest.offset || outcomeTraced
             if ownerAlive, let e = ownerEvent, !consumed || ownerHolds {
                 report.pending.running += 1
                 if e.at.milliseconds(until: now) > stuckAfterMs {
@@ -233,7 +261,9 @@ struct ReconcilerState: Sendable {
                 continue
             }
             let who: String
-            if let owner, let ownerEvent {
+            if let last = facts.lastWorkerEvent, Self.outcomeStages.contains(last.stage), last.attempt >= latest.attempt {
+                who = "\(last.worker ?? "?") committed its outcome (\(last.stage.rawValue)) at \(last.at), but results hold no terminal record (deleted?)"
+            } else if let owner, let ownerEvent {
                 let state = ownerState.map { $0 == .alive ? "alive, not holding it" : $0.rawValue } ?? "no heartbeat"
                 who = "\(ownerEvent.stage.rawValue.replacingOccurrences(of: "_", with: " ")) by \(owner) (\(state)) at \(ownerEvent.at)"
             } else {

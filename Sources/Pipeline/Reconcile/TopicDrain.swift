@@ -44,7 +44,11 @@ final class TopicDrain: @unchecked Sendable {
             partitions += (0..<count).map { TopicPartition(topic, Int32($0)) }
         }
         let consumer = try KafkaConsumer(
-            configuration: connection.configuration(extra.merging(["enable.partition.eof": "true"]) { a, _ in a }),
+            configuration: connection.configuration(extra.merging([
+                "enable.partition.eof": "true",
+                // An empty partition's end is known when a fetch returns nothing: don't wait long for it.
+                "fetch.wait.max.ms": "100",
+            ]) { a, _ in a }),
             bufferCapacity: 10_000)
         defer { Task.detached { await consumer.close() } }
         try consumer.assign(partitions.map { TopicPartitionOffset($0, offset: next[$0] ?? KafkaOffset.beginning) })
