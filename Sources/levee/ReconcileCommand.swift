@@ -86,7 +86,10 @@ enum ReconcileCommand: LeveeCommand {
             l.serveOperations(metrics: reconciler.metrics.registry) {
                 reconciler.latest == nil ? Readiness(reasons: ["no reconciler pass has finished yet"]) : .ready
             }
-            do { _ = try l.start() } catch { throw CommandFailure.failed("\(error)") }
+            do {
+                let bound = try l.start()
+                printError("levee reconcile: serving /metrics /healthz /readyz on http://\(bound.host):\(bound.port)")
+            } catch { throw CommandFailure.failed("\(error)") }
             listener = l
         }
         defer { listener?.stop() }

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import Kafka
 import Testing
 
@@ -101,5 +104,39 @@ import Testing
         #expect(httpOnce.status == 64, "\(httpOnce)")
         let unreachable = try LeveeProcess.run(["reconcile", "--once", "--brokers", "127.0.0.1:1", "--read-timeout", "3"], timeout: 60)
         #expect(unreachable.status == 2 && unreachable.stderr.contains("could not finish"), "\(unreachable)")
+    }
+}
+
+/// The reconciler as a long-running service: one line per pass, /metrics and /readyz, SIGTERM.
+@Suite struct ReconcileServiceTests {
+    func get(_ url: String) async throws -> (Int, String) {
+        let (data, response) = try await URLSession.shared.data(from: URL(string: url)!)
+        return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
+    }
+
+    @Test(.timeLimit(.minutes(2))) func servesMetricsAndStopsOnSIGTERM() async throws {
+        let broker = try LeveeProcess.start(["broker", "--partitions", "1", "--levee-topics", "s."])
+        defer { broker.signal(SIGTERM); _ = broker.waitForExit(timeout: 10) }
+        let bootstrap = try #require(broker.readLine(timeout: 20)?.trimmingCharacters(in: .whitespaces))
+        let service = try LeveeProcess.start(["reconcile", "--interval", "0.5", "--http", "127.0.0.1:0",
+                                              "--brokers", bootstrap, "--prefix", "s.", "--partitions", "1"])
+        defer { service.signal(SIGKILL) }
+        let first = try #require(service.readLine(timeout: 30))
+        #expect(first.hasSuffix("consistent: 0 jobs, 0 terminal, 0 pending"), "\(first)")
+        let second = try #require(service.readLine(timeout: 30))
+        #expect(second.contains("consistent"))
+        let line = try #require(service.stderrSoFar.split(separator: "\n").first { $0.contains("serving /metrics") })
+        let base = try #require(line.split(separator: " ").last.map(String.init))
+        let (readyStatus, _) = try await get(base + "/readyz")
+        #expect(readyStatus == 200)
+        let (metricsStatus, metrics) = try await get(base + "/metrics")
+        #expect(metricsStatus == 200)
+        let passes = metrics.split(separator: "\n").first { $0.hasPrefix("levee_reconciler_passes_total ") }
+            .flatMap { Double($0.split(separator: " ")[1]) } ?? 0
+        #expect(passes >= 2, "\(metrics)")
+        #expect(metrics.contains("levee_reconciler_consistent 1"))
+        service.signal(SIGTERM)
+        let out = service.waitForExit(timeout: 30)
+        #expect(out.status == 0, "\(out)")
     }
 }
