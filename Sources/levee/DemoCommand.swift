@@ -15,7 +15,9 @@ enum DemoCommand: LeveeCommand {
     topics, runs W workers with the local model, submits N chat jobs in one burst (varied
     prompts), shows progress while they drain, and ends with a summary: submitted, succeeded,
     failed, expired, cancelled, duplicates, lost, submit latency p50/p99, end-to-end latency
-    p50/p99, tokens/s and two sample answers. Exits 0 only if every job has exactly one result.
+    p50/p99, tokens/s, two sample answers, one job's whole path (as `levee trace` shows it) and
+    the reconciler's verdict. Exits 0 only if every job has exactly one result and the reconciler
+    finds the pipeline consistent.
 
       --jobs N          jobs in the burst (default 20)
       --workers W       workers (default 2); in this process they share one loaded model,
@@ -55,14 +57,19 @@ enum DemoCommand: LeveeCommand {
         var tokensPerSecond: Double
         var drainSeconds: Double
         var samples: [Sample]
+        /// The reconciler's pass after the burst, and one job's whole path as `levee trace` shows it.
+        var reconcile: ReconcileReport? = nil
+        var trace: JobTrace? = nil
         enum CodingKeys: String, CodingKey {
+            case reconcile, trace
             case submitted, succeeded, failed, expired, cancelled, duplicates, lost, workers
             case submitLatencyMs = "submit_latency_ms", endToEndLatencyMs = "end_to_end_latency_ms"
             case completionTokens = "completion_tokens", tokensPerSecond = "tokens_per_second", drainSeconds = "drain_seconds", samples
         }
     }
     struct Percentiles: Encodable { var p50: Double; var p99: Double }
-    struct Sample: Encodable { var question: String; var answer: String; var worker: String? }
+    struct Sample: Encodable { var question: String; var answer: String; var worker: String?; var jobID: JobID
+        enum CodingKeys: String, CodingKey { case question, answer, worker, jobID = "job_id" } }
 
     static func percentiles(_ values: [Double]) -> Percentiles {
         let sorted = values.sorted()
@@ -114,7 +121,7 @@ enum DemoCommand: LeveeCommand {
         let collector = try await ResultCollector(connection: connection)
         try await client.prepare()
 
-        let summary = try await withThrowingTaskGroup(of: Void.self) { group -> Summary in
+        var summary = try await withThrowingTaskGroup(of: Void.self) { group -> Summary in
             for w in workers { group.addTask { try await w.run() } }
             group.addTask { try await collector.run() }
             // Wait for the group to form so the burst lands on working partitions.
@@ -175,7 +182,7 @@ enum DemoCommand: LeveeCommand {
             }
             let tokens = ours.reduce(0) { $0 + ($1.output?.completionTokens ?? 0) }
             let samples = ours.filter { $0.status == .succeeded }.sorted { $0.jobID < $1.jobID }.prefix(2).map {
-                Sample(question: questions[$0.jobID] ?? "", answer: $0.output?.text ?? "", worker: $0.worker?.id)
+                Sample(question: questions[$0.jobID] ?? "", answer: $0.output?.text ?? "", worker: $0.worker?.id, jobID: $0.jobID)
             }
             return Summary(submitted: ids.count, succeeded: count(.succeeded), failed: count(.failed), expired: count(.expired),
                            cancelled: count(.cancelled), duplicates: ids.reduce(0) { $0 + (snap.duplicates[$1] ?? 0) },
@@ -185,6 +192,14 @@ enum DemoCommand: LeveeCommand {
                            drainSeconds: (drainSeconds * 100).rounded() / 100, samples: Array(samples))
         }
         try await client.close()
+
+        // Audit the burst as an operator would: `levee reconcile --once`, then `levee trace` of one job.
+        let reconciler = Reconciler(connection: connection, configuration: .init(group: "demo.levee-workers"))
+        summary.reconcile = try await reconciler.pass()
+        await reconciler.close()
+        if let first = summary.samples.isEmpty ? nil : summary.samples[0].jobID {
+            summary.trace = try await TraceReader.trace(connection, jobID: first)
+        }
 
         if json {
             try printJSON(summary)
@@ -207,9 +222,18 @@ enum DemoCommand: LeveeCommand {
             for s in summary.samples {
                 printOut("  Q: \(s.question)\n  A: \(s.answer.trimmingCharacters(in: .whitespacesAndNewlines))\n\n")
             }
+            if let trace = summary.trace {
+                printOut("One job's path (levee trace \(trace.jobID)):\n" + TraceCommand.render(trace) + "\n")
+            }
+            if let report = summary.reconcile {
+                printOut("Reconciler (levee reconcile --once): \(report.verdict)\n")
+            }
         }
         if summary.lost > 0 || summary.duplicates > 0 {
             throw CommandFailure.failed("\(summary.lost) lost and \(summary.duplicates) duplicate results")
+        }
+        if let report = summary.reconcile, !report.consistent {
+            throw CommandFailure.failed("the reconciler found the pipeline inconsistent: \(report.verdict)")
         }
     }
 }

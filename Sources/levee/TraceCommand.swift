@@ -29,6 +29,12 @@ enum TraceCommand: LeveeCommand {
             throw CommandFailure.failed("unknown job id \(id): no trace events and no result (wrong --brokers or --prefix? older than the trace retention?)", exitCode: 2)
         }
         if json { try printJSON(trace); return }
+        printOut(render(trace))
+    }
+
+    /// The human timeline: one line per event, then the final state and the diagnosis line.
+    static func render(_ trace: JobTrace) -> String {
+        let id = trace.jobID
         var out = "job \(id)  (trace partition \(trace.partition), \(trace.recordsScanned) records read)\n"
         var previous: Timestamp?
         for e in trace.events {
@@ -51,6 +57,6 @@ enum TraceCommand: LeveeCommand {
             out += detail.isEmpty ? "\n" : "  — " + detail.joined(separator: ", ") + "\n"
         }
         out += "state: \(trace.state)\ndiagnosis: \(trace.diagnosis)\n"
-        printOut(out)
+        return out
     }
 }

@@ -27,6 +27,14 @@ import Testing
         let samples = summary["samples"] as? [[String: Any]] ?? []
         #expect(samples.count == 2 && samples.allSatisfy { !(($0["answer"] as? String) ?? "").isEmpty })
         #expect(out.stderr.contains("20/20 done"), "progress lines while draining")
+        // After the burst the reconciler finds the pipeline consistent, and one job's whole path is shown.
+        let reconcile = try #require(summary["reconcile"] as? [String: Any])
+        #expect(reconcile["consistent"] as? Bool == true && reconcile["jobs"] as? Int == 20, "\(reconcile)")
+        let trace = try #require(summary["trace"] as? [String: Any])
+        let stages = (trace["events"] as? [[String: Any]])?.compactMap { $0["stage"] as? String } ?? []
+        #expect(stages.first == "submitted" && stages.contains("received") && stages.contains("inference_finished")
+                && stages.last == "result_committed", "\(stages)")
+        #expect((trace["diagnosis"] as? String)?.hasPrefix("succeeded on demo-w") == true, "\(trace)")
     }
 
     @Test(arguments: ["demo", "submit", "result", "cancel", "worker", "trace", "reconcile", "topics", "generate", "tokenize", "broker", "bench", "version",
