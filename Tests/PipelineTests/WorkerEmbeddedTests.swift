@@ -107,6 +107,9 @@ import Testing
             #expect(stages.first == .submitted && stages.contains(.accepted) && stages.last == .resultCommitted, "\(stages)")
             #expect(stages.filter { $0 == .received }.count == 3 && stages.filter { $0 == .retryScheduled }.count == 2)
             #expect(flakyTrace.events.first { $0.stage == .received }?.partition != nil)
+            let retryErrors = flakyTrace.events.filter { $0.stage == .retryScheduled }.map { $0.error?.errorClass }
+            #expect(retryErrors == [.backendUnreachable, .backendUnreachable], "each retry carries its error")
+            #expect(flakyTrace.events.filter { $0.stage == .retryScheduled }.allSatisfy { $0.notBefore != nil && $0.error?.message.contains("scripted failure") == true })
             let poisonTrace = try #require(try await TraceReader.trace(h.connection, jobID: poisonID))
             #expect(poisonTrace.diagnosis.hasPrefix("poison: invalid JSON") && poisonTrace.diagnosis.hasSuffix("in DLQ"), "\(poisonTrace.diagnosis)")
             let expiredTrace = try #require(try await TraceReader.trace(h.connection, jobID: expired.jobID))
@@ -137,6 +140,14 @@ import Testing
             _ = try await client.submit(queued)
             #expect(await collector.waitFor([queued.jobID], timeout: .seconds(30)).isEmpty)
             #expect(collector.snapshot.results[queued.jobID]?.status == .cancelled)
+            // The trace says so in one line, with the stage the job reached.
+            let trace = try #require(try await TraceReader.trace(h.connection, jobID: long.jobID))
+            #expect(trace.state == "cancelled")
+            #expect(trace.diagnosis.hasPrefix("cancelled on w-1"), "\(trace.diagnosis)")
+            #expect(trace.events.contains { $0.stage == .inferenceStarted } && trace.events.last?.stage == .resultCommitted,
+                    "\(trace.events.map(\.stage))")
+            let json = String(decoding: try LeveeJSON.encode(trace), as: UTF8.self)
+            #expect(json.contains("\"state\":\"cancelled\"") && json.contains("\"class\":\"cancelled\""), "\(json)")
         }
     }
 
