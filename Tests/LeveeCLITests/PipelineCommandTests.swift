@@ -121,6 +121,13 @@ import Testing
         #expect(missing.isEmpty, "lost: \(missing.count) of \(jobs)")
         #expect(duplicated.isEmpty, "raw duplicate results: \(duplicated)")
         #expect(counts.values.reduce(0, +) == jobs, "read_committed sees exactly \(jobs) result records")
+        // The reconciler agrees (real transactions: committed offsets and results line up).
+        let reconcile = try LeveeProcess.run(["reconcile", "--once", "--json"] + connection, timeout: 120)
+        #expect(reconcile.status == 0, "\(reconcile)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(reconcile.stdout.utf8)) as? [String: Any])
+        #expect(report["consistent"] as? Bool == true && report["jobs"] as? Int == jobs, "\(report)")
+        #expect((report["terminal"] as? [String: Int])?["succeeded"] == jobs)
+        #expect((report["duplicates"] as? [Any])?.isEmpty == true && (report["lost"] as? [Any])?.isEmpty == true)
     }
 
     /// The commands together on a standalone embedded broker: broker, worker, submit, result, cancel.
