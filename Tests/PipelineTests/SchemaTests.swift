@@ -1,4 +1,5 @@
 import Foundation
+import Kafka
 import Testing
 @testable import Pipeline
 
@@ -73,6 +74,30 @@ import Testing
         #expect(String(decoding: dead.original, as: UTF8.self) == #"{"schema": "levx"}"#)
         let beat = try Self.roundTrip(WorkerHeartbeat.self, "worker-heartbeat.json", schema: "worker-heartbeat")
         #expect(beat.assigned.count == 2 && beat.currentJobs.count == 1 && beat.state == .running)
+    }
+
+    @Test func reconcileReportExampleAndAReportSwiftWrites() throws {
+        let report = try Self.roundTrip(ReconcileReport.self, "reconcile-report.json", schema: "reconcile-report")
+        #expect(!report.consistent && report.lost.first?.requeued == true && report.duplicates.first?.records == 2)
+        #expect(report.verdict == "INCONSISTENT: 1 lost (requeued), 0 stuck, 1 duplicate, 0 orphans")
+        // One the reconciler builds from records: a lost job and a duplicate.
+        var state = ReconcilerState()
+        let lost = JobID.make(), dup = JobID.make()
+        for (i, id) in [lost, dup].enumerated() {
+            let job = JobEnvelope(jobID: id, tenant: "t", kind: .textGenerate, model: "m", input: JobInput(prompt: "p"),
+                                  submittedAt: Timestamp.now().adding(milliseconds: -600_000))
+            state.applyJobRecord(KafkaMessage(topic: "levee.jobs", partition: 0, offset: Int64(i), key: Array(id.description.utf8),
+                                              value: Array(try LeveeJSON.encode(job))), retry: false)
+        }
+        for offset in [Int64(0), 1] {
+            state.applyResult(KafkaMessage(topic: "levee.results", partition: 0, offset: offset, key: Array(dup.description.utf8),
+                                           value: Array(try LeveeJSON.encode(ResultRecord(jobID: dup, status: .succeeded, attempt: 1)))))
+        }
+        let built = state.classify(now: .now(), committed: [TopicPartition("levee.jobs", 0): 2], heartbeats: [:], slaMs: 1000,
+                                   stuckAfterMs: 1000, group: "g", isolation: "read_committed", retryTopic: "levee.jobs.retry").report
+        #expect(built.lost.count == 1 && built.duplicates.count == 1)
+        let (status, output) = try Self.schemaCheck("reconcile-report", [try LeveeJSON.encode(built)])
+        #expect(status == 0, "\(output)")
     }
 
     @Test func recordsWrittenBySwiftAreValid() throws {

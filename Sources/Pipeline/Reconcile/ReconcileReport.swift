@@ -1,5 +1,5 @@
 /// What one reconciler pass found (schema `levee.reconcile/v1`; `levee reconcile --json`).
-public struct ReconcileReport: Codable, Sendable {
+public struct ReconcileReport: Codable, Sendable, Equatable {
     public static let schemaID = "levee.reconcile/v1"
 
     /// A job that was accepted but has no terminal record past the SLA and no live owner.
