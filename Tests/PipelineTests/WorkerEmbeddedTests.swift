@@ -169,6 +169,12 @@ import Testing
             #expect(collector.snapshot.duplicates.isEmpty, "\(collector.snapshot.duplicates)")
             let found = try await client.result(for: first.jobID)
             #expect(found?.status == .succeeded)
+            // A UUIDv5 id carries no time: the trace reader takes the submit time from the job record.
+            #expect(first.jobID.embeddedTime == nil)
+            let submitted = try await TraceReader.submitTime(h.connection, jobID: first.jobID, timeout: .seconds(10))
+            #expect(submitted == first.submittedAt)
+            let trace = try #require(try await TraceReader.trace(h.connection, jobID: first.jobID))
+            #expect(trace.state == "succeeded" && trace.events.contains { $0.stage == .resultCommitted }, "\(trace.diagnosis)")
         }
         #expect(worker.statistics.duplicatesSkipped == 2)
         #expect(worker.statistics.succeeded == 1)

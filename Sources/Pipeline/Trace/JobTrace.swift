@@ -31,7 +31,11 @@ public enum TraceReader {
         let topic = connection.layout.trace
         let partitions = try await ResultLookup.partitionCount(connection, topic: topic)
         let partition = TopicPartition(topic, KeyPartitioner.partition(for: jobID, partitions: partitions))
-        let since = jobID.embeddedTime.map { $0.adding(milliseconds: -60_000) } ?? Timestamp(millisecondsSinceEpoch: 0)
+        // A UUIDv7 carries its submit time; an idempotency-key id (UUIDv5) does not, so its job
+        // record says when it was submitted. Start a minute early for clock skew between hosts.
+        var submitted = jobID.embeddedTime
+        if submitted == nil { submitted = try await submitTime(connection, jobID: jobID, timeout: timeout) }
+        let since = submitted.map { $0.adding(milliseconds: -60_000) } ?? Timestamp(millisecondsSinceEpoch: 0)
         let consumer = try KafkaConsumer(configuration: connection.configuration(), bufferCapacity: 1)
         let start = try await PartitionScan.startOffsets(consumer, [partition], since: since, backfill: Int64(maxRecords)).first?.offset
             ?? KafkaOffset.beginning
@@ -62,6 +66,28 @@ public enum TraceReader {
         let (state, diagnosis) = diagnose(events: events, result: result, heartbeats: heartbeats)
         return JobTrace(jobID: jobID, partition: partition.partition, events: events, result: result, state: state,
                         diagnosis: diagnosis, recordsScanned: scanned)
+    }
+
+    /// The submit time from the job's first record in the jobs topic (its partition only, the
+    /// newest `window` records at most); nil when it is not there.
+    static func submitTime(_ connection: KafkaConnection, jobID: JobID, window: Int64 = 100_000,
+                           timeout: Duration) async throws -> Timestamp? {
+        let topic = connection.layout.jobs
+        let partitions = try await ResultLookup.partitionCount(connection, topic: topic)
+        let partition = TopicPartition(topic, KeyPartitioner.partition(for: jobID, partitions: partitions))
+        let consumer = try KafkaConsumer(configuration: connection.configuration(), bufferCapacity: 1)
+        let marks = try await consumer.watermarks(partition)
+        await consumer.close()
+        let key = jobID.description
+        let found = Mutex<Timestamp?>(nil)
+        try await PartitionScan.scan(connection, partition: partition, from: max(marks.low, marks.high - window), follow: false,
+                                     deadline: .now + timeout) { message in
+            guard message.keyString == key, let value = message.value,
+                  let job = try? LeveeJSON.decode(JobEnvelope.self, from: Data(value)) else { return .next }
+            found.withLock { $0 = job.submittedAt }
+            return .stop
+        }
+        return found.withLock { $0 }
     }
 
     /// The newest heartbeat per worker id (the workers topic is small and compacted).
