@@ -40,21 +40,28 @@ struct KafkaChecks {
         // Topic configs: one probe first, because some clusters (librdkafka's embedded mock) do not
         // answer DescribeConfigs at all, and each topic would otherwise wait out the timeout.
         var configs: [String: [String: TopicConfigEntry]] = [:]
+        var configErrors: [String: String] = [:]
         var configsUnavailable: String?
         for spec in layout.specs where metadata.topic(spec.name).map({ $0.error == nil }) ?? false {
             if configsUnavailable != nil { break }
             do {
                 configs[spec.name] = try await admin.describeTopicConfig(spec.name, timeout: min(configuration.timeout, .seconds(5)))
             } catch {
-                if configs.isEmpty { configsUnavailable = "\(error)" }
+                if configs.isEmpty && configErrors.isEmpty { configsUnavailable = "\(error)" } else { configErrors[spec.name] = "\(error)" }
             }
         }
         for spec in layout.specs {
-            checks.append(topicCheck(spec, metadata: metadata, configs: configs[spec.name], brokers: metadata.brokers.count))
+            var check = topicCheck(spec, metadata: metadata, configs: configs[spec.name], brokers: metadata.brokers.count)
+            if let error = configErrors[spec.name], check.status == .ok {
+                check.status = .warn
+                check.detail += "; its configs could not be read: \(error)"
+                check.fix = "grant the client's principal DESCRIBE_CONFIGS on the topic, then run levee doctor again"
+            }
+            checks.append(check)
         }
         if let configsUnavailable {
             checks.append(DoctorCheck("topic configs", .skip,
-                                      "the cluster did not answer DescribeConfigs (librdkafka's embedded mock cluster has no topic configs): \(configsUnavailable)"))
+                                      "the cluster did not answer DescribeConfigs, so cleanup.policy and retention were not checked (librdkafka's embedded mock cluster has no topic configs; on Kafka the principal needs DESCRIBE_CONFIGS): \(configsUnavailable)"))
         }
         checks.append(replicationCheck(metadata: metadata, configs: configs))
         checks.append(await transactionCheck())
