@@ -276,5 +276,7 @@ import Testing
         listener.stop()
         let down = await check("http://127.0.0.1:\(port)", model: "smollm2", key: "sk-good")
         #expect(down.status == .fail && down.fix?.contains("reachable") == true, "\(down)")
+        let downWithUser = await check("http://someone:hunter2@127.0.0.1:\(port)", model: "smollm2", key: "sk-good")
+        #expect(downWithUser.status == .fail && !downWithUser.detail.contains("hunter2"), "\(downWithUser)")
     }
 }

@@ -102,7 +102,12 @@ struct HostChecks {
         do {
             (data, response) = try await session.data(for: request)
         } catch {
-            return DoctorCheck(name, .fail, "GET \(Self.printable(url)) failed: \(error.localizedDescription)",
+            // Transport errors may quote the URL: never let user info from it through.
+            var message = error.localizedDescription
+            for secret in [base.password, base.user].compactMap({ $0 }) where !secret.isEmpty {
+                message = message.replacingOccurrences(of: secret, with: "[redacted]")
+            }
+            return DoctorCheck(name, .fail, "GET \(Self.printable(url)) failed: \(message)",
                                fix: "check --openai-url and that the server (vLLM, llama.cpp server, TGI) is up and reachable from this host")
         }
         let status = (response as? HTTPURLResponse)?.statusCode ?? 0
