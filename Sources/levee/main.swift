@@ -9,6 +9,7 @@ let commands: [any LeveeCommand.Type] = [
     WorkerCommand.self,
     TraceCommand.self,
     ReconcileCommand.self,
+    DoctorCommand.self,
     TopicsCommand.self,
     GenerateCommand.self,
     TokenizeCommand.self,
