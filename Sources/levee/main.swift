@@ -8,6 +8,7 @@ let commands: [any LeveeCommand.Type] = [
     CancelCommand.self,
     WorkerCommand.self,
     TraceCommand.self,
+    StatusCommand.self,
     TopicsCommand.self,
     GenerateCommand.self,
     TokenizeCommand.self,
