@@ -191,6 +191,9 @@ public enum StatusReader {
         public var forgetAfter: Duration = .seconds(24 * 3600)
         /// The bound of each request to the cluster.
         public var timeout: Duration = .seconds(10)
+        /// The bound of each DescribeConfigs request (brokers that cannot answer it, like the
+        /// embedded mock, are asked once and take this long).
+        public var configTimeout: Duration = .seconds(5)
         /// Heartbeat records read from the end of each partition of the workers topic.
         public var heartbeatTail: Int = 5000
 
@@ -219,7 +222,7 @@ public enum StatusReader {
             report.brokers.reachable = true
             report.brokers.answeredBy = metadata.originatingBrokerID
             report.brokers.list = metadata.brokers.map { .init(id: $0.id, host: $0.host, port: $0.port) }.sorted { $0.id < $1.id }
-            report.topics = await topics(admin, metadata: metadata, layout: connection.layout, timeout: options.timeout)
+            report.topics = await topics(admin, metadata: metadata, layout: connection.layout, timeout: options.configTimeout)
         } catch {
             report.brokers.error = "\(error)"
             report.issues = [.init(kind: "brokers_unreachable", summary: "brokers unreachable",
@@ -278,7 +281,7 @@ public enum StatusReader {
                 topic.configError = configsUnavailable
             } else {
                 do {
-                    let configs = try await admin.describeTopicConfig(spec.name, timeout: min(timeout, .seconds(5)))
+                    let configs = try await admin.describeTopicConfig(spec.name, timeout: timeout)
                     topic.cleanupPolicy = configs["cleanup.policy"]?.value
                     topic.retentionMs = configs["retention.ms"]?.value.flatMap { Int64($0) }
                 } catch {
