@@ -6,7 +6,8 @@ enum StatusCommand: LeveeCommand {
     static let name = "status"
     static let summary = "Show brokers, topics, lag, workers alive/dead and stuck jobs, with a verdict"
     static let help = """
-    Usage: levee status [--json] [--group ID] [--stuck-after SECONDS] [connection options]
+    Usage: levee status [--json] [--group ID] [--stuck-after SECONDS] [--forget-after SECONDS]
+                        [connection options]
 
     One look at the pipeline: the brokers (reachable or not), Levee's topics (partitions against
     the layout, cleanup.policy and retention; a results, workers or control topic that is not
@@ -24,6 +25,9 @@ enum StatusCommand: LeveeCommand {
       --group ID            the worker group (default <prefix>levee-workers, as levee worker)
       --stuck-after S       a running job older than S seconds is stuck (default: each
                             worker's own --job-timeout, from its heartbeat)
+      --forget-after S      a dead worker silent longer than S seconds is listed as gone and
+                            no longer needs attention (default 86400; a worker restarted under
+                            the same --worker-id replaces its dead entry at once)
 
     \(ConnectionOptions.help)
     """
@@ -34,10 +38,13 @@ enum StatusCommand: LeveeCommand {
         if let group, group.isEmpty { throw CommandFailure.usage("--group needs a group id") }
         let stuckAfter = try arguments.option("--stuck-after", as: Double.self)
         if let stuckAfter, !(stuckAfter > 0) { throw CommandFailure.usage("--stuck-after expects seconds > 0") }
+        let forgetAfter = try arguments.option("--forget-after", as: Double.self)
+        if let forgetAfter, !(forgetAfter > 0) { throw CommandFailure.usage("--forget-after expects seconds > 0") }
         let options = try ConnectionOptions.parse(&arguments)
         try arguments.finish()
         var readOptions = StatusReader.Options(group: group)
         readOptions.stuckAfter = stuckAfter.map { .milliseconds(Int64($0 * 1000)) }
+        if let forgetAfter { readOptions.forgetAfter = .milliseconds(Int64(forgetAfter * 1000)) }
         let report = await StatusReader.read(connection: options.connection, group: group, options: readOptions)
         if json { try printJSON(report) } else { printOut(render(report)) }
         switch report.verdict {

@@ -103,6 +103,13 @@ import Testing
         #expect(verdict.hasPrefix("ATTENTION: ") && verdict.contains("worker \(killed) dead (held s.levee.jobs["), "\(text.stdout)")
         #expect(text.stdout.contains("DEAD    \(killed)"), "\(text.stdout)")
 
+        // Past the forget window the dead worker is listed as gone and no longer an issue.
+        let forgotten = try LeveeProcess.run(["status", "--json", "--forget-after", "0.001"] + connection, timeout: 60)
+        let forgottenReport = Self.json(forgotten.stdout) ?? [:]
+        #expect(Self.workers(forgottenReport).first { $0["id"] as? String == killed }?["status"] as? String == "gone", "\(forgotten)")
+        #expect(forgotten.status == 0 && (forgottenReport["summary"] as? String)?.hasPrefix("healthy: 1 broker, 1 worker alive") == true,
+                "\(forgotten)")
+
         workers[survivor]!.signal(SIGTERM)
         let stopped = workers[survivor]!.waitForExit(timeout: 60)
         #expect(stopped.status == 0, "\(stopped)")
