@@ -9,6 +9,7 @@ let commands: [any LeveeCommand.Type] = [
     WorkerCommand.self,
     TraceCommand.self,
     StatusCommand.self,
+    ReconcileCommand.self,
     TopicsCommand.self,
     GenerateCommand.self,
     TokenizeCommand.self,

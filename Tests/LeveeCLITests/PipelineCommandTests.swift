@@ -29,7 +29,7 @@ import Testing
         #expect(out.stderr.contains("20/20 done"), "progress lines while draining")
     }
 
-    @Test(arguments: ["demo", "submit", "result", "cancel", "worker", "trace", "topics", "generate", "tokenize", "broker", "bench", "version",
+    @Test(arguments: ["demo", "submit", "result", "cancel", "worker", "trace", "reconcile", "topics", "generate", "tokenize", "broker", "bench", "version",
                       "bench kafka", "bench inference"])
     func everyCommandHasHelp(_ command: String) throws {
         let words = command.split(separator: " ").map(String.init)

@@ -39,6 +39,15 @@ public final class ResultCollector: Sendable {
     /// Reads until cancelled or closed. Run it in a task of its own.
     public func run() async throws {
         for try await message in consumer.messages {
+            if message.value == nil, let id = message.keyString.flatMap(JobID.init(string:)) {
+                // A tombstone deletes the job's result; a later record is its first again.
+                state.withLock { s in
+                    s.results[id] = nil
+                    s.duplicates[id] = nil
+                    s.seenAt[id] = nil
+                }
+                continue
+            }
             guard let value = message.value, let record = try? LeveeJSON.decode(ResultRecord.self, from: Data(value)) else { continue }
             state.withLock { s in
                 s.recordsRead += 1

@@ -137,14 +137,29 @@ public enum ResultLookup {
         let from = (since ?? jobID.embeddedTime).map { $0.adding(milliseconds: -60_000) }
         let start = try await PartitionScan.offset(connection, partition: partition, atOrAfter: from)
         let key = jobID.description
+        // Readers keep the first committed record per job, unless a tombstone (a result deleted
+        // by hand) follows it: then the first record after the last tombstone counts.
         let found = Mutex<ResultRecord?>(nil)
-        try await PartitionScan.scan(connection, partition: partition, from: start, follow: wait > .zero,
-                                     deadline: .now + max(wait, .seconds(10))) { message in
-            guard message.keyString == key, let value = message.value,
-                  let record = try? LeveeJSON.decode(ResultRecord.self, from: Data(value)) else { return .next }
-            found.withLock { $0 = record }
-            return .stop
+        let next = Mutex<Int64>(start)
+        let visit: @Sendable (KafkaMessage, Bool) -> PartitionScan.Step = { message, stopOnFind in
+            next.withLock { $0 = max($0, message.offset + 1) }
+            guard message.keyString == key else { return .next }
+            guard let value = message.value else {
+                found.withLock { $0 = nil }
+                return .next
+            }
+            guard let record = try? LeveeJSON.decode(ResultRecord.self, from: Data(value)) else { return .next }
+            found.withLock { if $0 == nil { $0 = record } }
+            return stopOnFind ? .stop : .next
         }
+        // To the current end first (a tombstone may follow the first record)...
+        try await PartitionScan.scan(connection, partition: partition, from: start, follow: false,
+                                     deadline: .now + .seconds(10)) { visit($0, false) }
+        if let record = found.withLock({ $0 }) { return record }
+        guard wait > .zero else { return nil }
+        // ...then, when asked to wait, follow new records until the first result arrives.
+        try await PartitionScan.scan(connection, partition: partition, from: next.withLock { $0 }, follow: true,
+                                     deadline: .now + wait) { visit($0, true) }
         return found.withLock { $0 }
     }
 

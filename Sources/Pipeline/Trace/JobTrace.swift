@@ -49,7 +49,12 @@ public enum TraceReader {
             }
             return scanned >= maxRecords ? .stop : .next
         }
-        let (events, scanned) = found.withLock { ($0.events, $0.scanned) }
+        let (unordered, scanned) = found.withLock { ($0.events, $0.scanned) }
+        // Several producers write a job's events (client, worker's plain and transactional
+        // producers, reconciler), so partition order is not event order: show them by time.
+        let events = unordered.enumerated().sorted { a, b in
+            (a.element.at, ReconcilerState.rank(a.element.stage), a.offset) < (b.element.at, ReconcilerState.rank(b.element.stage), b.offset)
+        }.map(\.element)
         let result = try await ResultLookup.result(connection, jobID: jobID)
         if events.isEmpty && result == nil { return nil }
         // Heartbeats matter only for a job without a result (is its worker still alive?).
@@ -90,11 +95,14 @@ public enum TraceReader {
         for (id, _) in receivers where distinctReceivers.last != id { distinctReceivers.append(id) }
         let redelivered = distinctReceivers.count > 1
             ? "received by \(distinctReceivers.dropLast().joined(separator: ", then ")), redelivered to \(distinctReceivers.last!); " : ""
+        let requeues = events.filter { $0.stage == .requeued }
+        let requeued = requeues.isEmpty ? "" : "requeued by the reconciler at \(requeues.map { clock($0.at) }.joined(separator: ", "))"
+            + (requeues.last?.detail.map { " (\($0.replacingOccurrences(of: "requeued by the reconciler: ", with: "")))" } ?? "") + "; "
         if let result {
             let worker = result.worker?.id ?? "?"
             switch result.status {
             case .succeeded:
-                var line = redelivered
+                var line = requeued + redelivered
                 if !retries.isEmpty {
                     let first = retries.first?.error?.errorClass.rawValue.replacingOccurrences(of: "_", with: " ") ?? "an error"
                     line += "retried \(retries.count)× after \(first), succeeded on \(worker)"
@@ -117,6 +125,8 @@ public enum TraceReader {
         }
         guard let last = events.last else { return ("pending", "no trace events") }
         switch last.stage {
+        case .requeued:
+            return ("pending", "\(requeued)queued again as attempt \(last.attempt), not yet received by any worker")
         case .retryScheduled:
             return ("pending", "waiting for retry \(last.attempt + 1) at \(last.notBefore.map(clock) ?? "?") after \(last.error?.description ?? "an error")")
         case .submitted, .accepted:

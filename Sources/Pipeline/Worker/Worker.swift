@@ -324,7 +324,9 @@ public final class Worker: Sendable {
                 if message.topic == results {
                     if let id = message.keyString.flatMap(JobID.init(string:)) {
                         state.withLock { s in
-                            s.completed.insert(id)
+                            // A tombstone deletes the job's result (by hand, or the reconciler's
+                            // repair path): the job may run again when it is re-enqueued.
+                            if message.value == nil { s.completed.remove(id) } else { s.completed.insert(id) }
                             s.indexPosition[message.partition] = max(s.indexPosition[message.partition] ?? 0, message.offset + 1)
                         }
                     }
