@@ -84,7 +84,7 @@ enum StatusCommand: LeveeCommand {
         for t in r.topics {
             var line = "  " + t.name.padding(toLength: width, withPad: " ", startingAt: 0)
             guard t.exists else {
-                out += line + "MISSING\n"
+                out += line + "MISSING" + t.warnings.map { "\n      ! " + $0 }.joined() + "\n"
                 continue
             }
             line += "\(t.partitions ?? 0) partitions"
@@ -103,16 +103,16 @@ enum StatusCommand: LeveeCommand {
             out += "  \(p.topic)[\(p.partition)]  committed \(p.committed.map(String.init) ?? "-")  end \(p.high)  lag \(p.lag)\n"
         }
         if lagging.count > 24 { out += "  … \(lagging.count - 24) more partitions with lag (--json for all)\n" }
-        let counts = ["alive", "dead", "stopped", "gone"].compactMap { s -> String? in
+        let counts = [StatusReport.Liveness.alive, .dead, .stopped, .gone].compactMap { s -> String? in
             let n = r.workers.filter { $0.status == s }.count
-            return n == 0 ? nil : "\(n) \(s)"
+            return n == 0 ? nil : "\(n) \(s.rawValue)"
         }
         out += "workers   " + (counts.isEmpty ? "none (no heartbeats)" : counts.joined(separator: ", ")) + "\n"
-        for w in r.workers where w.status != "gone" {
-            var line = "  " + (w.status == "dead" ? "DEAD" : w.status).padding(toLength: 8, withPad: " ", startingAt: 0)
+        for w in r.workers where w.status != .gone {
+            var line = "  " + (w.status == .dead ? "DEAD" : w.status.rawValue).padding(toLength: 8, withPad: " ", startingAt: 0)
             line += "\(w.id)  \(w.host) pid \(w.pid)  last seen \(clock(w.lastSeen)) (\(ago(w.lastSeenAgoMs)))"
-            if w.status == "alive" && w.reportedState != .running { line += "  \(w.reportedState.rawValue)" }
-            line += "\n          " + (w.status == "dead" ? "held " : "holds ") + (w.assigned.isEmpty ? "nothing" : StatusReader.describe(w.assigned))
+            if w.status == .alive && w.reportedState != .running { line += "  \(w.reportedState.rawValue)" }
+            line += "\n          " + (w.status == .dead ? "held " : "holds ") + (w.assigned.isEmpty ? "nothing" : StatusReader.describe(w.assigned))
             line += "  jobs \(w.currentJobs.count) running, \(w.jobsDone) done, \(w.jobsFailed) failed, \(w.errors) errors"
             if !w.currentJobs.isEmpty { line += "\n          running " + w.currentJobs.map(\.description).joined(separator: " ") }
             if let takers = w.takenOverBy, !takers.isEmpty { line += "\n          partitions now held by " + takers.joined(separator: ", ") }

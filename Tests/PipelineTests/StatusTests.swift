@@ -52,10 +52,10 @@ import Testing
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await worker.run() }
             let joined = await Self.poll(.seconds(40), read) { r in
-                r.workers.first { $0.id == "w-alive" }.map { $0.status == "alive" && $0.assigned.count == 4 } ?? false
+                r.workers.first { $0.id == "w-alive" }.map { $0.status == .alive && $0.assigned.count == 4 } ?? false
             }
             let w = try #require(joined.workers.first { $0.id == "w-alive" }, "\(joined.summary)")
-            #expect(w.status == "alive" && !w.host.isEmpty && w.pid == ProcessInfo.processInfo.processIdentifier)
+            #expect(w.status == .alive && !w.host.isEmpty && w.pid == ProcessInfo.processInfo.processIdentifier)
             #expect(Set(w.assigned) == Set([h.connection.layout.jobs, h.connection.layout.retry].flatMap { t in
                 (0..<2).map { TopicPartitionRef(topic: t, partition: Int32($0)) } }))
             #expect(w.jobTimeoutMs == 42_000)
@@ -87,7 +87,7 @@ import Testing
             try await tasks.next()
             let stopped = await read()
             let s = try #require(stopped.workers.first { $0.id == "w-alive" })
-            #expect(s.status == "stopped" && s.reportedState == .stopped)
+            #expect(s.status == .stopped && s.reportedState == .stopped)
             #expect(!stopped.issues.contains { $0.kind == "dead_worker" }, "a clean stop is not a death")
         }
     }
@@ -111,10 +111,10 @@ import Testing
         let report = await StatusReader.read(connection: h.connection, group: layout.prefix + "workers", now: now,
                                              options: Self.fast(layout.prefix + "workers"))
         let byID = Dictionary(uniqueKeysWithValues: report.workers.map { ($0.id, $0) })
-        #expect(byID["w-dead"]?.status == "dead")
-        #expect(byID["w-live"]?.status == "alive")
-        #expect(byID["w-left"]?.status == "stopped")
-        #expect(byID["w-ancient"]?.status == "gone")
+        #expect(byID["w-dead"]?.status == .dead)
+        #expect(byID["w-live"]?.status == .alive)
+        #expect(byID["w-left"]?.status == .stopped)
+        #expect(byID["w-ancient"]?.status == .gone)
         let dead = try #require(byID["w-dead"])
         #expect(dead.assigned == held.sorted() && dead.currentJobs == [job] && dead.host == "host-w-dead")
         #expect(dead.lastSeenAgoMs == 10_000)

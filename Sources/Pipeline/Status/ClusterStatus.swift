@@ -28,7 +28,7 @@ public struct StatusReport: Codable, Sendable {
     /// Something that needs an operator: a short phrase for the verdict line and the whole story
     /// with what to do.
     public struct Issue: Codable, Sendable, Equatable {
-        /// `brokers_unreachable`, `topic_missing`, `partitions`, `no_leader`, `not_compacted`,
+        /// `brokers_unreachable`, `topic_missing`, `topic_unusable`, `partitions`, `no_leader`, `not_compacted`,
         /// `dead_worker`, `stuck_job`, `no_live_worker`.
         public var kind: String
         public var summary: String
@@ -93,14 +93,24 @@ public struct StatusReport: Codable, Sendable {
         public var lag: Int64
     }
 
+    /// Whether a worker is alive, from its newest heartbeat.
+    public enum Liveness: String, Codable, Sendable {
+        /// Heartbeats arrive (the last one is younger than 3 intervals).
+        case alive
+        /// No heartbeat for 3 intervals and no clean stop: the process or its host died.
+        case dead
+        /// Its last heartbeat says it left cleanly.
+        case stopped
+        /// Dead for longer than the forget window: listed, no longer an issue.
+        case gone
+    }
+
     /// A worker as its newest heartbeat describes it.
     public struct Worker: Codable, Sendable {
         public var id: String
         public var host: String
         public var pid: Int32
-        /// `alive`, `dead` (no heartbeat for 3 intervals without a clean stop), `stopped` (left
-        /// cleanly), `gone` (dead longer than the forget window; not an issue any more).
-        public var status: String
+        public var status: Liveness
         /// The state the worker last reported (starting, running, draining, stopped).
         public var reportedState: WorkerState
         public var lastSeen: Timestamp
@@ -171,8 +181,8 @@ public struct StatusReport: Codable, Sendable {
         case oldestUnfinished = "oldest_unfinished", stuck
     }
 
-    public var deadWorkers: [Worker] { workers.filter { $0.status == "dead" } }
-    public var aliveWorkers: [Worker] { workers.filter { $0.status == "alive" } }
+    public var deadWorkers: [Worker] { workers.filter { $0.status == .dead } }
+    public var aliveWorkers: [Worker] { workers.filter { $0.status == .alive } }
 }
 
 /// Reads the cluster's state for `levee status`. Every read is bounded: one metadata request,
@@ -263,8 +273,13 @@ public enum StatusReader {
             var topic = StatusReport.Topic(name: spec.name, purpose: spec.purpose, exists: false, partitions: nil,
                                            expectedPartitions: spec.partitions, leaderless: [], cleanupPolicy: nil, retentionMs: nil,
                                            expectedCleanupPolicy: spec.configs["cleanup.policy"], configError: nil, warnings: [])
-            guard let found = metadata.topic(spec.name), found.error == nil || found.error == "LEADER_NOT_AVAILABLE" else {
+            guard let found = metadata.topic(spec.name), found.error != "UNKNOWN_TOPIC_OR_PART" else {
                 topic.warnings.append("topic \(spec.name) is missing: create Levee's topics with `levee topics create`")
+                result.append(topic)
+                continue
+            }
+            if let error = found.error, error != "LEADER_NOT_AVAILABLE" {
+                topic.warnings.append("topic \(spec.name) is unusable: the cluster reports \(error) (missing ACLs? see the broker's log)")
                 result.append(topic)
                 continue
             }
@@ -345,13 +360,13 @@ public enum StatusReader {
                                 options: Options = Options()) -> [StatusReport.Worker] {
         var workers = heartbeats.values.map { beat -> StatusReport.Worker in
             let age = max(0, beat.at.milliseconds(until: now))
-            let status: String
+            let status: StatusReport.Liveness
             if beat.state == .stopped {
-                status = "stopped"
+                status = .stopped
             } else if age > options.missedHeartbeats * max(1, beat.heartbeatIntervalMs) {
-                status = age > Int64(options.forgetAfter.milliseconds) ? "gone" : "dead"
+                status = age > Int64(options.forgetAfter.milliseconds) ? .gone : .dead
             } else {
-                status = "alive"
+                status = .alive
             }
             return StatusReport.Worker(
                 id: beat.worker.id, host: beat.worker.host, pid: beat.worker.pid, status: status, reportedState: beat.state,
@@ -360,20 +375,20 @@ public enum StatusReader {
                 currentJobs: beat.currentJobs, running: beat.running, jobTimeoutMs: beat.jobTimeoutMs, jobsDone: beat.jobsDone,
                 jobsFailed: beat.jobsFailed, errors: beat.errors, takenOverBy: nil)
         }
-        let alive = workers.filter { $0.status == "alive" }
-        for i in workers.indices where workers[i].status == "dead" {
+        let alive = workers.filter { $0.status == .alive }
+        for i in workers.indices where workers[i].status == .dead {
             let held = Set(workers[i].assigned)
             let takers = alive.filter { !held.isDisjoint(with: $0.assigned) }.map(\.id).sorted()
             workers[i].takenOverBy = takers
         }
-        let order = ["dead": 0, "alive": 1, "stopped": 2, "gone": 3]
+        let order: [StatusReport.Liveness: Int] = [.dead: 0, .alive: 1, .stopped: 2, .gone: 3]
         return workers.sorted { (order[$0.status] ?? 9, $0.id) < (order[$1.status] ?? 9, $1.id) }
     }
 
     /// Jobs in a live worker's running list for longer than its job timeout (or `stuckAfter`).
     public static func stuckJobs(_ workers: [StatusReport.Worker], now: Timestamp, stuckAfter: Duration?) -> [StatusReport.StuckJob] {
         var stuck: [StatusReport.StuckJob] = []
-        for w in workers where w.status == "alive" {
+        for w in workers where w.status == .alive {
             guard let limit = stuckAfter.map({ Int64($0.milliseconds) }) ?? w.jobTimeoutMs else { continue }
             for job in w.running ?? [] {
                 let running = job.since.milliseconds(until: now)
@@ -478,7 +493,9 @@ public enum StatusReader {
         }
         for t in report.topics {
             if !t.exists {
-                issues.append(.init(kind: "topic_missing", summary: "topic \(t.name) missing", detail: t.warnings.first ?? ""))
+                let unusable = t.warnings.first?.contains("unusable") == true
+                issues.append(.init(kind: unusable ? "topic_unusable" : "topic_missing", summary: "topic \(t.name) \(unusable ? "unusable" : "missing")",
+                                    detail: t.warnings.first ?? ""))
                 continue
             }
             for warning in t.warnings {
