@@ -179,6 +179,22 @@ import Testing
         #expect(report.summary == "ATTENTION: lag 7 and no live worker")
     }
 
+    @Test(.timeLimit(.minutes(1))) func missingTopicsAndWrongPartitionCountsAreIssues() async throws {
+        let cluster = try EmbeddedCluster()
+        let layout = TopicLayout(prefix: "m\(UUID().uuidString.prefix(8).lowercased()).", partitions: 4)
+        try cluster.createTopic(layout.jobs, partitions: 2)
+        try cluster.createTopic(layout.workers, partitions: 1)
+        let connection = KafkaConnection(bootstrapServers: cluster.bootstrapServers, layout: layout)
+        let report = await StatusReader.read(connection: connection, options: Self.fast(layout.prefix + "levee-workers"))
+        #expect(report.topics.first { $0.name == layout.jobs }.map { $0.exists && $0.partitions == 2 && $0.expectedPartitions == 4 } == true)
+        let kinds = report.issues.map(\.kind)
+        #expect(kinds.filter { $0 == "topic_missing" }.count == 5, "\(kinds)")
+        #expect(kinds.filter { $0 == "partitions" }.count == 1, "\(kinds)")
+        #expect(report.issues.first { $0.kind == "topic_missing" }?.detail.contains("levee topics create") == true)
+        #expect(report.summary.contains("\(layout.jobs) has 2 partitions, expected 4") && report.summary.contains("topic \(layout.results) missing"))
+        #expect(report.lag.partitions.count == 2, "lag of the job partitions that exist")
+    }
+
     @Test(.timeLimit(.minutes(1))) func unreachableBrokersAreSaidSo() async throws {
         let connection = KafkaConnection(bootstrapServers: "127.0.0.1:1", layout: TopicLayout(prefix: "x."))
         var options = StatusReader.Options()
