@@ -25,6 +25,8 @@ enum WorkerCommand: LeveeCommand {
       --drain-timeout S       on shutdown, wait this long for running jobs (default 30)
       --max-attempts N        attempts for retriable failures (default 4)
       --retry-base-ms N       first retry delay; doubles each attempt (default 1000)
+      --heartbeat-interval-ms N  heartbeat to the workers topic this often (default 2000);
+                              levee status calls a worker dead after 3 missed intervals
       --http ADDR:PORT        serve /metrics, /healthz, /readyz                 [LEVEE_HTTP]
       --log-content           include prompts and outputs in the logs (off by default)
       --quiet                 no event log lines
@@ -66,6 +68,10 @@ enum WorkerCommand: LeveeCommand {
         if let v = try arguments.option("--retry-base-ms", as: Int64.self) {
             guard v >= 1 else { throw CommandFailure.usage("--retry-base-ms expects ≥ 1") }
             configuration.backoff.baseMilliseconds = v
+        }
+        if let v = try arguments.option("--heartbeat-interval-ms", as: Int64.self) {
+            guard v >= 10 else { throw CommandFailure.usage("--heartbeat-interval-ms expects ≥ 10") }
+            configuration.heartbeatInterval = .milliseconds(v)
         }
         let http = try arguments.option("--http") ?? environment["LEVEE_HTTP"]
         configuration.logContent = arguments.flag("--log-content")

@@ -8,6 +8,7 @@ let commands: [any LeveeCommand.Type] = [
     CancelCommand.self,
     WorkerCommand.self,
     TraceCommand.self,
+    StatusCommand.self,
     ReconcileCommand.self,
     DoctorCommand.self,
     TopicsCommand.self,

@@ -25,11 +25,17 @@ public struct WorkerHeartbeat: Codable, Sendable, Equatable {
     public var jobsDone: Int64
     public var jobsFailed: Int64
     public var errors: Int64
+    /// The jobs on the engine with when their current attempt started (absent in heartbeats
+    /// from older workers), so `levee status` can name jobs running longer than `jobTimeoutMs`.
+    public var running: [RunningJobRef]?
+    /// The worker's limit for one attempt (absent in heartbeats from older workers).
+    public var jobTimeoutMs: Int64?
 
     public init(worker: WorkerIdentity, state: WorkerState, at: Timestamp = .now(), startedAt: Timestamp,
                 heartbeatIntervalMs: Int64, version: String, engine: String, model: String, concurrency: Int,
                 generation: Int32? = nil, assigned: [TopicPartitionRef] = [], currentJobs: [JobID] = [],
-                jobsDone: Int64 = 0, jobsFailed: Int64 = 0, errors: Int64 = 0) {
+                jobsDone: Int64 = 0, jobsFailed: Int64 = 0, errors: Int64 = 0,
+                running: [RunningJobRef]? = nil, jobTimeoutMs: Int64? = nil) {
         self.schema = Self.schemaID
         self.worker = worker
         self.state = state
@@ -46,11 +52,34 @@ public struct WorkerHeartbeat: Codable, Sendable, Equatable {
         self.jobsDone = jobsDone
         self.jobsFailed = jobsFailed
         self.errors = errors
+        self.running = running
+        self.jobTimeoutMs = jobTimeoutMs
     }
 
     enum CodingKeys: String, CodingKey {
         case schema, worker, state, at, startedAt = "started_at", heartbeatIntervalMs = "heartbeat_interval_ms"
         case version, engine, model, concurrency, generation, assigned, currentJobs = "current_jobs"
-        case jobsDone = "jobs_done", jobsFailed = "jobs_failed", errors
+        case jobsDone = "jobs_done", jobsFailed = "jobs_failed", errors, running, jobTimeoutMs = "job_timeout_ms"
+    }
+}
+
+/// One job a worker is running, as its heartbeat reports it.
+public struct RunningJobRef: Codable, Sendable, Equatable {
+    public var jobID: JobID
+    public var attempt: Int
+    /// When the current attempt started on this worker.
+    public var since: Timestamp
+    /// The job's stage on this worker (`inference_started` while the engine runs it).
+    public var stage: TraceStage
+
+    public init(jobID: JobID, attempt: Int, since: Timestamp, stage: TraceStage = .inferenceStarted) {
+        self.jobID = jobID
+        self.attempt = attempt
+        self.since = since
+        self.stage = stage
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case jobID = "job_id", attempt, since, stage
     }
 }

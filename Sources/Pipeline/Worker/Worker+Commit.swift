@@ -235,7 +235,10 @@ extension Worker {
                             engine: engine.name, model: engine.modelID, concurrency: configuration.concurrency, generation: s.generation,
                             assigned: s.epochs.keys.sorted(), currentJobs: s.running.keys.sorted(),
                             jobsDone: Int64(s.statistics.terminal), jobsFailed: Int64(s.statistics.failed),
-                            errors: Int64(s.statistics.transactionsAborted))
+                            errors: Int64(s.statistics.transactionsAborted),
+                            running: s.running.values.map { RunningJobRef(jobID: $0.item.job.jobID, attempt: $0.item.job.attempt, since: $0.startedAt) }
+                                .sorted { $0.since < $1.since },
+                            jobTimeoutMs: Int64(configuration.jobTimeout.milliseconds))
         }
         let beatState = workerState == .stopped ? WorkerState.stopped : beat.state
         var record = beat

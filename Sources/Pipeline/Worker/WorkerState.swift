@@ -29,6 +29,8 @@ enum StopReason: Sendable { case cancelled, timedOut, rebalanced, handedBack }
 final class RunningJob: Sendable {
     let item: WorkItem
     let signal = OneShotSignal()
+    /// When this attempt went on the engine (reported in heartbeats).
+    let startedAt = Timestamp.now()
     private let why = Mutex<StopReason?>(nil)
 
     init(item: WorkItem) { self.item = item }
