@@ -192,10 +192,13 @@ import Testing
             group.addTask { try await survivor.run() }
             // The victim runs in a task of its own so it can be killed: cancelled, it commits nothing more.
             let victimTask = Task { try await victim.run() }
+            // Both in the group with partitions of their own before the burst (a rebalance on the
+            // mock takes seconds; the survivor alone could finish everything first).
+            for _ in 0..<600 where !(victim.isReady && survivor.isReady) { try await Task.sleep(for: .milliseconds(50)) }
             var ids: Set<JobID> = []
             for i in 0..<60 { ids.insert(try await client.submit(h.chatJob("job \(i)")).jobID) }
             // Kill the victim once it has taken work.
-            for _ in 0..<500 where victim.statistics.received == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            for _ in 0..<3000 where victim.statistics.received == 0 { try await Task.sleep(for: .milliseconds(10)) }
             #expect(victim.statistics.received > 0)
             victimTask.cancel()
             _ = await victimTask.result

@@ -92,22 +92,7 @@ public enum TraceReader {
 
     /// The newest heartbeat per worker id (the workers topic is small and compacted).
     static func latestHeartbeats(_ connection: KafkaConnection) async throws -> [String: WorkerHeartbeat] {
-        let topic = connection.layout.workers
-        let partitions = try await ResultLookup.partitionCount(connection, topic: topic)
-        var latest: [String: WorkerHeartbeat] = [:]
-        for p in 0..<partitions {
-            let tp = TopicPartition(topic, Int32(p))
-            let consumer = try KafkaConsumer(configuration: connection.configuration(), bufferCapacity: 1)
-            let marks = try await consumer.watermarks(tp)
-            await consumer.close()
-            let records = try await KafkaConsumer.readWindow(configuration: connection.configuration(), partition: tp,
-                                                             from: max(marks.low, marks.high - 5000), maxMessages: 5000)
-            for r in records {
-                guard let v = r.value, let beat = try? LeveeJSON.decode(WorkerHeartbeat.self, from: Data(v)) else { continue }
-                if (latest[beat.worker.id]?.at ?? Timestamp(millisecondsSinceEpoch: 0)) <= beat.at { latest[beat.worker.id] = beat }
-            }
-        }
-        return latest
+        try await StatusReader.latestHeartbeats(connection, tail: 5000)
     }
 
     static func clock(_ t: Timestamp) -> String { String(t.description.dropFirst(11).dropLast(1)) }
