@@ -11,8 +11,11 @@ enum PartitionScan {
     static func scan(_ connection: KafkaConnection, partition: TopicPartition, from offset: Int64,
                      follow: Bool, deadline: ContinuousClock.Instant,
                      _ visit: @escaping @Sendable (KafkaMessage) throws -> Step) async throws {
-        let consumer = try KafkaConsumer(
-            configuration: connection.configuration(["enable.partition.eof": "true"]), bufferCapacity: 2000)
+        var settings = ["enable.partition.eof": "true"]
+        // Reaching the end is how a one-off read finishes: do not let the broker hold the last
+        // empty fetch for its default 500 ms. A follower keeps the long poll.
+        if !follow { settings["fetch.wait.max.ms"] = "10" }
+        let consumer = try KafkaConsumer(configuration: connection.configuration(settings), bufferCapacity: 2000)
         defer { Task.detached { await consumer.close() } }
         try consumer.assign([TopicPartitionOffset(partition, offset: offset)])
         try await withThrowingTaskGroup(of: Bool.self) { group in
@@ -101,6 +104,8 @@ final class OffsetProbe: Sendable {
         // Only positions and timestamps matter: read past open and aborted transactions.
         configuration["isolation.level"] = "read_uncommitted"
         configuration["enable.partition.eof"] = "true"
+        // Every probe seeks, and a seek waits for the fetch in flight: keep fetches short.
+        configuration["fetch.wait.max.ms"] = "5"
         configuration["group.id"] = nil
         consumer = try KafkaConsumer(configuration: configuration, bufferCapacity: 1)
     }
