@@ -192,8 +192,13 @@ enum BenchJobs {
     }
 
     /// In-process workers on `connection`'s topics.
+    ///
+    /// `shortFetchWait` is for the embedded cluster: librdkafka 2.0.2's mock does not answer a
+    /// waiting fetch when new records arrive, so every fetch that finds nothing new holds the
+    /// consumer for `fetch.wait.max.ms` (500 ms by default) and a job submitted to an idle worker
+    /// waits up to that long before it is even read. Kafka answers as soon as data arrives.
     static func workers(_ count: Int, connection: KafkaConnection, engine: any InferenceEngine, concurrency: Int,
-                        delivery: DeliveryGuarantee) -> [Worker] {
+                        delivery: DeliveryGuarantee, shortFetchWait: Bool) -> [Worker] {
         (0..<count).map { i in
             var c = WorkerConfiguration(workerID: "\(connection.layout.prefix)w\(i + 1)")
             c.groupID = connection.layout.prefix + "workers"
@@ -203,6 +208,7 @@ enum BenchJobs {
             c.heartbeatInterval = .seconds(1)
             c.limits.knownModels = [engine.modelID]
             c.consumerProperties = ["session.timeout.ms": "6000", "heartbeat.interval.ms": "500"]
+            if shortFetchWait { c.consumerProperties["fetch.wait.max.ms"] = "10" }
             return Worker(connection: connection, configuration: c, engine: engine)
         }
     }

@@ -129,7 +129,7 @@ enum PipelineBench {
             try await preload(envelopes, connection: connection, progress: progress)
             let mode = try await drain(connection: connection, delivery: delivery, jobs: jobs, workerCount: workerCount,
                                        concurrency: concurrency, engine: engine, latencyJobs: latencyJobs,
-                                       latencyRate: latencyRate, progress: progress)
+                                       latencyRate: latencyRate, shortFetchWait: cluster.embedded != nil, progress: progress)
             modes.append(mode)
         }
 
@@ -189,10 +189,11 @@ enum PipelineBench {
     }
 
     static func drain(connection: KafkaConnection, delivery: DeliveryGuarantee, jobs: Int, workerCount: Int, concurrency: Int,
-                      engine: any InferenceEngine, latencyJobs: Int, latencyRate: Double,
+                      engine: any InferenceEngine, latencyJobs: Int, latencyRate: Double, shortFetchWait: Bool,
                       progress: BenchProgress) async throws -> Mode {
-        let counter = try await ResultCounter(connection: connection)
-        let workers = BenchJobs.workers(workerCount, connection: connection, engine: engine, concurrency: concurrency, delivery: delivery)
+        let counter = try await ResultCounter(connection: connection, shortFetchWait: shortFetchWait)
+        let workers = BenchJobs.workers(workerCount, connection: connection, engine: engine, concurrency: concurrency, delivery: delivery,
+                                        shortFetchWait: shortFetchWait)
         let clock = ContinuousClock()
         return try await withThrowingTaskGroup(of: Void.self) { group -> Mode in
             group.addTask { try await counter.run() }
@@ -269,11 +270,13 @@ enum PipelineBench {
         private let consumer: KafkaConsumer
         private let state = Mutex(State())
 
-        init(connection: KafkaConnection) async throws {
+        init(connection: KafkaConnection, shortFetchWait: Bool) async throws {
             let topic = connection.layout.results
             let admin = try KafkaAdmin(configuration: connection.configuration())
             let count = try await admin.describeTopic(topic).partitionCount
-            consumer = try KafkaConsumer(configuration: connection.configuration(["isolation.level": "read_committed"]), bufferCapacity: 10_000)
+            var settings = ["isolation.level": "read_committed"]
+            if shortFetchWait { settings["fetch.wait.max.ms"] = "10" }  // see BenchJobs.workers
+            consumer = try KafkaConsumer(configuration: connection.configuration(settings), bufferCapacity: 10_000)
             try consumer.assign((0..<count).map { TopicPartitionOffset(topic, Int32($0), offset: KafkaOffset.beginning) })
         }
 

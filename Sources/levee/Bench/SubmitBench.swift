@@ -145,7 +145,8 @@ enum SubmitBench {
         if workerCount > 0 {
             let connection = try await cluster.connection(prefix: BenchCluster.uniquePrefix("submit-b"), partitions: partitions)
             let workers = BenchJobs.workers(workerCount, connection: connection, engine: try BenchJobs.syntheticEngine(),
-                                            concurrency: 8, delivery: .exactlyOnce)
+                                            concurrency: 8, delivery: .exactlyOnce,
+                                            shortFetchWait: cluster.embedded != nil)
             let client = try JobClient(connection: connection)
             try await client.prepare()
             let (result, done) = try await withThrowingTaskGroup(of: Void.self) { group in
