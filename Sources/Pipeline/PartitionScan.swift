@@ -106,8 +106,13 @@ final class OffsetProbe: Sendable {
         configuration["enable.partition.eof"] = "true"
         // Every probe seeks, and a seek waits for the fetch in flight: keep fetches short.
         configuration["fetch.wait.max.ms"] = "5"
+        // Small fetches (a probe needs one record), and a buffer they never fill: a full buffer
+        // makes the poll thread wait for room (50 ms) before it runs the next seek, and a paused
+        // partition (or one librdkafka stops fetching because enough is queued, with
+        // queued.min.messages=1) left the fetcher asleep for a second after the seek.
+        configuration["max.partition.fetch.bytes"] = "65536"
         configuration["group.id"] = nil
-        consumer = try KafkaConsumer(configuration: configuration, bufferCapacity: 1)
+        consumer = try KafkaConsumer(configuration: configuration, bufferCapacity: 10_000)
     }
 
     func close() async { await consumer.close() }
