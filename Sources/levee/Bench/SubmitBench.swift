@@ -156,7 +156,9 @@ enum SubmitBench {
                     for worker in workers { worker.shutdown() }
                     throw CommandFailure.failed("the workers did not get partitions within 60 s")
                 }
-                let result = try await burst(client: client, count: jobs, window: window, progress: progress, label: "B with workers")
+                let result = try await burst(client: client, count: jobs, window: window, progress: progress, label: "B with workers") {
+                    "; workers finished \(workers.reduce(0) { $0 + $1.statistics.terminal }), received \(workers.reduce(0) { $0 + $1.statistics.received })"
+                }
                 let done = workers.reduce(0) { $0 + $1.statistics.terminal }
                 progress.report("submit: stopping the workers", force: true)
                 for worker in workers { worker.shutdown() }
@@ -230,7 +232,8 @@ enum SubmitBench {
     }
 
     /// Submits `count` jobs with at most `window` in flight; returns each job's ack latency.
-    static func burst(client: JobClient, count: Int, window: Int, progress: BenchProgress, label: String) async throws -> BurstResult {
+    static func burst(client: JobClient, count: Int, window: Int, progress: BenchProgress, label: String,
+                      status: @Sendable () -> String = { "" }) async throws -> BurstResult {
         let clock = ContinuousClock()
         var latencies: [Double] = []
         latencies.reserveCapacity(count)
@@ -249,7 +252,7 @@ enum SubmitBench {
                 }
                 guard let latency = try await group.next() else { break }
                 latencies.append(latency)
-                progress.report("submit: \(label): \(latencies.count)/\(count) acknowledged")
+                progress.report("submit: \(label): \(latencies.count)/\(count) acknowledged" + status())
             }
         }
         return BurstResult(latencies: latencies, seconds: (clock.now - start).benchSeconds)
