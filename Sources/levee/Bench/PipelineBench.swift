@@ -212,7 +212,7 @@ enum PipelineBench {
                 let elapsed = (clock.now - ready).benchSeconds
                 progress.report(String(format: "pipeline: %@: %d/%d results · %.1f s · %.0f jobs/s", delivery.rawValue, done, jobs,
                                        elapsed, Double(done) / max(elapsed, 0.001)))
-                if clock.now - ready > .seconds(600) { break }
+                if clock.now - ready > .seconds(600) { finished = clock.now; break }
                 try await Task.sleep(for: .milliseconds(5))
             }
             let drained = counter.count
