@@ -72,9 +72,20 @@ public struct JobID: Sendable, Hashable, Comparable, Codable, CustomStringConver
     }
 
     public var description: String {
-        let hex = bytes.map { String(format: "%02x", $0) }.joined()
-        let c = Array(hex)
-        return String(c[0..<8]) + "-" + String(c[8..<12]) + "-" + String(c[12..<16]) + "-" + String(c[16..<20]) + "-" + String(c[20..<32])
+        // Written byte by byte: String(format:) per byte cost a third of the submit path's CPU.
+        let digits: StaticString = "0123456789abcdef"
+        return String(unsafeUninitializedCapacity: 36) { out in
+            var i = 0
+            digits.withUTF8Buffer { hex in
+                for (n, byte) in bytes.enumerated() {
+                    if n == 4 || n == 6 || n == 8 || n == 10 { out[i] = 45; i += 1 }
+                    out[i] = hex[Int(byte >> 4)]
+                    out[i + 1] = hex[Int(byte & 0x0F)]
+                    i += 2
+                }
+            }
+            return i
+        }
     }
 
     public static func < (a: JobID, b: JobID) -> Bool { a.bytes.lexicographicallyPrecedes(b.bytes) }

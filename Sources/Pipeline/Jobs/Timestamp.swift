@@ -27,7 +27,25 @@ public struct Timestamp: Sendable, Hashable, Comparable, Codable, CustomStringCo
         let msOfDay = ms - days * 86_400_000
         let (y, m, d) = Self.civil(fromDays: days)
         let h = msOfDay / 3_600_000, mi = (msOfDay / 60_000) % 60, s = (msOfDay / 1000) % 60, f = msOfDay % 1000
-        return String(format: "%04lld-%02lld-%02lldT%02lld:%02lld:%02lld.%03lldZ", y, m, d, h, mi, s, f)
+        guard (0...9999).contains(y) else {
+            return String(format: "%04lld-%02lld-%02lldT%02lld:%02lld:%02lld.%03lldZ", y, m, d, h, mi, s, f)
+        }
+        // Digit by digit: String(format:) showed up in the submit path's profile (every record has timestamps).
+        return String(unsafeUninitializedCapacity: 24) { out in
+            var i = 0
+            func put(_ value: Int64, _ width: Int) {
+                var v = value
+                for k in stride(from: width - 1, through: 0, by: -1) {
+                    out[i + k] = UInt8(48 + v % 10)
+                    v /= 10
+                }
+                i += width
+            }
+            func put(_ c: UInt8) { out[i] = c; i += 1 }
+            put(Int64(y), 4); put(45); put(Int64(m), 2); put(45); put(Int64(d), 2); put(84)
+            put(h, 2); put(58); put(mi, 2); put(58); put(s, 2); put(46); put(f, 3); put(90)
+            return i
+        }
     }
 
     /// Parses RFC 3339 (`Z` or `±hh:mm` offset, optional fraction of any length). Nil if malformed.
