@@ -326,3 +326,32 @@ import Testing
         }
     }
 }
+
+/// `levee trace` reads a bounded window: from the submit time to a little after the job's outcome.
+@Suite struct TraceReadBoundTests {
+    @Test(.timeLimit(.minutes(2))) func readingStopsSoonAfterTheOutcome() async throws {
+        let h = try PipelineHarness(partitions: 1)
+        let producer = try KafkaProducer(configuration: h.connection.configuration())
+        let topic = h.connection.layout.trace
+        func send(_ e: TraceEvent) async throws {
+            try await producer.sendAndForget(ProducerRecord(topic: topic, key: Array(e.jobID.description.utf8), value: Array(try LeveeJSON.encode(e))))
+        }
+        let old = JobID.make(), other = JobID.make()
+        let w = WorkerIdentity(id: "w-1", host: "h", pid: 1)
+        try await send(TraceEvent(jobID: old, stage: .submitted, attempt: 1))
+        try await send(TraceEvent(jobID: old, stage: .received, attempt: 1, worker: w))
+        try await send(TraceEvent(jobID: old, stage: .resultCommitted, attempt: 1, worker: w, status: .succeeded))
+        for _ in 0..<100 { try await send(TraceEvent(jobID: other, stage: .received, attempt: 1, worker: w)) }
+        // Within the window after the outcome: still read, and it extends the window.
+        try await send(TraceEvent(jobID: old, stage: .requeued, attempt: 2, detail: "late but near"))
+        for _ in 0..<500 { try await send(TraceEvent(jobID: other, stage: .received, attempt: 1, worker: w)) }
+        try await send(TraceEvent(jobID: old, stage: .received, attempt: 2, worker: w))
+        try await producer.flush()
+        let near = try #require(try await TraceReader.trace(h.connection, jobID: old, afterOutcome: 200))
+        #expect(near.events.map(\.stage) == [.submitted, .received, .resultCommitted, .requeued])
+        #expect(near.recordsScanned == 3 + 100 + 1 + 200, "stops 200 records after the last event of the job")
+        let wide = try #require(try await TraceReader.trace(h.connection, jobID: old, afterOutcome: 2000))
+        #expect(wide.events.count == 5 && wide.recordsScanned == 3 + 100 + 1 + 500 + 1)
+        try await producer.close()
+    }
+}

@@ -27,7 +27,7 @@ public struct JobTrace: Codable, Sendable {
 /// of the partition, so answering does not grow with the size of the trace topic.
 public enum TraceReader {
     public static func trace(_ connection: KafkaConnection, jobID: JobID, maxRecords: Int = 200_000,
-                             timeout: Duration = .seconds(20)) async throws -> JobTrace? {
+                             afterOutcome: Int = 2_000, timeout: Duration = .seconds(20)) async throws -> JobTrace? {
         let topic = connection.layout.trace
         let partitions = try await ResultLookup.partitionCount(connection, topic: topic)
         let partition = TopicPartition(topic, KeyPartitioner.partition(for: jobID, partitions: partitions))
@@ -41,17 +41,26 @@ public enum TraceReader {
             ?? KafkaOffset.beginning
         await consumer.close()
         let key = jobID.description
-        let found = Mutex<(events: [TraceEvent], scanned: Int)>(([], 0))
+        // Reading stops at the end of the partition, or `afterOutcome` records after the job's
+        // last outcome event (result committed) with nothing new for it: an old job's trace
+        // does not read everything written since. A later event (a reconciler requeue, a
+        // duplicate run) within that distance extends the read.
+        let found = Mutex<(events: [TraceEvent], scanned: Int, sinceOutcome: Int?)>(([], 0, nil))
         try await PartitionScan.scan(connection, partition: partition, from: start, follow: false, deadline: .now + timeout) { message in
-            let scanned = found.withLock { s -> Int in
+            let step = found.withLock { s -> PartitionScan.Step in
                 s.scanned += 1
                 if message.keyString == key, let value = message.value,
                    let event = try? LeveeJSON.decode(TraceEvent.self, from: Data(value)) {
                     s.events.append(event)
+                    s.sinceOutcome = event.stage == .resultCommitted ? 0 : (s.sinceOutcome == nil ? nil : 0)
+                } else if let n = s.sinceOutcome {
+                    s.sinceOutcome = n + 1
                 }
-                return s.scanned
+                if s.scanned >= maxRecords { return .stop }
+                if let n = s.sinceOutcome, n >= afterOutcome { return .stop }
+                return .next
             }
-            return scanned >= maxRecords ? .stop : .next
+            return step
         }
         let (unordered, scanned) = found.withLock { ($0.events, $0.scanned) }
         // Several producers write a job's events (client, worker's plain and transactional
