@@ -41,7 +41,7 @@ import Testing
                         jobsFailed: 1, errors: 2, running: running, jobTimeoutMs: jobTimeoutMs)
     }
 
-    @Test(.timeLimit(.minutes(2))) func aliveWorkerReportsItsPartitionsAndRunningJobsThenStopsCleanly() async throws {
+    @Test(.timeLimit(.minutes(4))) func aliveWorkerReportsItsPartitionsAndRunningJobsThenStopsCleanly() async throws {
         let h = try PipelineHarness(partitions: 2)
         var config = h.workerConfiguration("w-alive")
         config.jobTimeout = .seconds(42)
@@ -51,7 +51,7 @@ import Testing
         let read = { await StatusReader.read(connection: h.connection, group: group, options: Self.fast(group)) }
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await worker.run() }
-            let joined = await Self.poll(.seconds(40), read) { r in
+            let joined = await Self.poll(.seconds(90), read) { r in
                 r.workers.first { $0.id == "w-alive" }.map { $0.status == .alive && $0.assigned.count == 4 } ?? false
             }
             let w = try #require(joined.workers.first { $0.id == "w-alive" }, "\(joined.summary)")
@@ -67,7 +67,7 @@ import Testing
             // A job on the engine shows in the heartbeat's running list, with its attempt.
             let client = try JobClient(connection: h.connection)
             let receipt = try await client.submit(h.chatJob("slow"))
-            let running = await Self.poll(.seconds(20), read) { r in
+            let running = await Self.poll(.seconds(60), read) { r in
                 r.workers.first { $0.id == "w-alive" }?.running?.contains { $0.jobID == receipt.jobID } ?? false
             }
             let ref = try #require(running.workers.first { $0.id == "w-alive" }?.running?.first { $0.jobID == receipt.jobID },
