@@ -38,6 +38,18 @@ struct ConnectionOptions {
         for (key, value) in environment where key.hasPrefix("LEVEE_KAFKA_") && key.count > 12 {
             properties[key.dropFirst(12).lowercased().replacingOccurrences(of: "_", with: ".")] = value
         }
+        properties.merge(try parseProperties(&arguments)) { _, flag in flag }
+        if !properties.isEmpty {
+            do { try KafkaConfiguration(properties).validate() } catch {
+                throw CommandFailure.usage("bad Kafka property: \(error)")
+            }
+        }
+        return ConnectionOptions(brokers: brokers, prefix: prefix, partitions: partitions, replicationFactor: 1, properties: properties)
+    }
+
+    /// The `-X key=value` flags (repeatable) as librdkafka properties, with a usage error for a malformed one.
+    static func parseProperties(_ arguments: inout Arguments) throws -> [String: String] {
+        var properties: [String: String] = [:]
         for item in try arguments.values("-X") {
             do {
                 let (name, value) = try KafkaConfiguration.parseProperty(item)
@@ -46,12 +58,7 @@ struct ConnectionOptions {
                 throw CommandFailure.usage("-X \(item): \(error)")
             }
         }
-        if !properties.isEmpty {
-            do { try KafkaConfiguration(properties).validate() } catch {
-                throw CommandFailure.usage("bad Kafka property: \(error)")
-            }
-        }
-        return ConnectionOptions(brokers: brokers, prefix: prefix, partitions: partitions, replicationFactor: 1, properties: properties)
+        return properties
     }
 
     var connection: KafkaConnection {

@@ -54,15 +54,7 @@ struct BenchCluster: Sendable {
     /// Reads `--brokers` and `-X key=value` (repeatable).
     static func parse(_ arguments: inout Arguments) throws -> (brokers: String?, properties: [String: String]) {
         let brokers = try arguments.option("--brokers")
-        var properties: [String: String] = [:]
-        for item in try arguments.values("-X") {
-            do {
-                let (name, value) = try KafkaConfiguration.parseProperty(item)
-                properties[name] = value
-            } catch {
-                throw CommandFailure.usage("-X \(item): \(error)")
-            }
-        }
+        let properties = try ConnectionOptions.parseProperties(&arguments)
         if let brokers, brokers.isEmpty { throw CommandFailure.usage("--brokers expects host:port[,host:port…]") }
         return (brokers, properties)
     }
