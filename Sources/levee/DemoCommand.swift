@@ -114,7 +114,9 @@ enum DemoCommand: LeveeCommand {
             c.logEvents = false
             c.heartbeatInterval = .seconds(1)
             c.limits.knownModels = [modelName, engine.modelID]
-            c.consumerProperties = ["session.timeout.ms": "6000", "heartbeat.interval.ms": "500"]
+            // The embedded mock holds an empty fetch for fetch.wait.max.ms (500 ms by default) even
+            // when records arrive meanwhile; Kafka answers at once. Keep the demo's queue time honest.
+            c.consumerProperties = ["session.timeout.ms": "6000", "heartbeat.interval.ms": "500", "fetch.wait.max.ms": "10"]
             return Worker(connection: connection, configuration: c, engine: engine)
         }
         let client = try JobClient(connection: connection)
