@@ -114,7 +114,8 @@ final class ConsumerEventBuffer: Sendable {
         waiter?.resume(returning: .success(event))
     }
 
-    /// Discards buffered messages of `partitions` (they were revoked or sought elsewhere).
+    /// Discards buffered messages and end-of-partition events of `partitions` (they were revoked or
+    /// sought elsewhere).
     func discardMessages(of partitions: Set<TopicPartition>) {
         guard !partitions.isEmpty else { return }
         state.withLock { s in
@@ -128,6 +129,9 @@ final class ConsumerEventBuffer: Sendable {
                     if partitions.contains(message.topicPartition) { continue }
                     count += 1
                 }
+                // An end-of-partition reached from the old position says nothing about the new
+                // one (a reader that seeks back from near the end would take it as "no records").
+                if case .partitionEnd(let end) = item, partitions.contains(end.topicPartition) { continue }
                 kept.append(item)
             }
             s.items = kept

@@ -44,11 +44,13 @@ enum PartitionScan {
     }
 
     /// The first offset at or after `time` in `partition`, or the beginning when `time` is nil.
-    static func offset(_ connection: KafkaConnection, partition: TopicPartition, atOrAfter time: Timestamp?) async throws -> Int64 {
+    static func offset(_ connection: KafkaConnection, partition: TopicPartition, atOrAfter time: Timestamp?,
+                       searchTimeout: Duration = .seconds(10)) async throws -> Int64 {
         guard let time else { return KafkaOffset.beginning }
         let consumer = try KafkaConsumer(configuration: connection.configuration(), bufferCapacity: 1)
         defer { Task.detached { await consumer.close() } }
-        return try await startOffsets(consumer, [partition], since: time, backfill: 10_000).first?.offset ?? KafkaOffset.beginning
+        return try await startOffsets(consumer, [partition], since: time, backfill: 10_000, searchTimeout: searchTimeout)
+            .first?.offset ?? KafkaOffset.beginning
     }
 
     /// Where to start reading each partition to see every record written since `since`.
@@ -58,8 +60,10 @@ enum PartitionScan {
     /// by a binary search over the record timestamps of the last `backfill` records
     /// (``OffsetProbe``): correct on both, bounded, and on the mock it starts near `since` rather
     /// than `backfill` records before the end, so what follows does not grow with the topic.
+    ///
+    /// `searchTimeout` bounds each binary search; one cut short answers early (see ``OffsetProbe``).
     static func startOffsets(_ consumer: KafkaConsumer, _ partitions: [TopicPartition], since: Timestamp,
-                             backfill: Int64) async throws -> [TopicPartitionOffset] {
+                             backfill: Int64, searchTimeout: Duration = .seconds(10)) async throws -> [TopicPartitionOffset] {
         var query: [TopicPartition: Int64] = [:]
         for p in partitions { query[p] = since.millisecondsSinceEpoch }
         var result: [TopicPartitionOffset] = []
@@ -78,7 +82,7 @@ enum PartitionScan {
                 let prober = try probe ?? OffsetProbe(configuration: consumer.configuration)
                 probe = prober
                 let offset = await prober.firstOffset(in: answer.topicPartition, from: floor, below: marks.high,
-                                                      atOrAfter: since.millisecondsSinceEpoch)
+                                                      atOrAfter: since.millisecondsSinceEpoch, timeout: searchTimeout)
                 result.append(TopicPartitionOffset(answer.topicPartition, offset: offset))
             }
         }

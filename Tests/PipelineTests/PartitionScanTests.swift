@@ -27,14 +27,19 @@ struct PartitionScanTests {
         return (connection, TopicPartition(topic, 0), cluster)
     }
 
+    /// A search cut short by its timeout answers early by design; on a loaded test machine give it
+    /// all the time it needs, so the answers checked here are the search's own.
+    static let searchTimeout: Duration = .seconds(240)
+
     static func start(_ connection: KafkaConnection, _ partition: TopicPartition, since: Int64, backfill: Int64) async throws -> Int64 {
         let consumer = try KafkaConsumer(configuration: connection.configuration(), bufferCapacity: 1)
         defer { Task.detached { await consumer.close() } }
-        let answer = try await PartitionScan.startOffsets(consumer, [partition], since: Timestamp(millisecondsSinceEpoch: since), backfill: backfill)
+        let answer = try await PartitionScan.startOffsets(consumer, [partition], since: Timestamp(millisecondsSinceEpoch: since), backfill: backfill,
+                                                                 searchTimeout: Self.searchTimeout)
         return try #require(answer.first).offset
     }
 
-    @Test("finds the first record at or after the time, in the middle, at the edges and past the end", .timeLimit(.minutes(2)))
+    @Test("finds the first record at or after the time, in the middle, at the edges and past the end", .timeLimit(.minutes(10)))
     func binarySearch() async throws {
         let base: Int64 = 1_700_000_000_000
         let (connection, partition, cluster) = try await Self.partition(count: 1000, base: base)
@@ -59,12 +64,13 @@ struct PartitionScanTests {
         #expect(try await Self.start(connection, partition, since: 1_700_000_000_000, backfill: 100) == 0)
     }
 
-    @Test("ResultLookup-style offset(atOrAfter:) uses the same search; nil time means the beginning", .timeLimit(.minutes(1)))
+    @Test("ResultLookup-style offset(atOrAfter:) uses the same search; nil time means the beginning", .timeLimit(.minutes(5)))
     func offsetAtOrAfter() async throws {
         let base: Int64 = 1_700_000_000_000
         let (connection, partition, cluster) = try await Self.partition(count: 300, base: base)
         defer { withExtendedLifetime(cluster) {} }
-        #expect(try await PartitionScan.offset(connection, partition: partition, atOrAfter: Timestamp(millisecondsSinceEpoch: base + 200_000)) == 200)
+        #expect(try await PartitionScan.offset(connection, partition: partition, atOrAfter: Timestamp(millisecondsSinceEpoch: base + 200_000),
+                                                searchTimeout: Self.searchTimeout) == 200)
         #expect(try await PartitionScan.offset(connection, partition: partition, atOrAfter: nil) == KafkaOffset.beginning)
     }
 }
