@@ -5,7 +5,7 @@ import Testing
 /// or the benchmark's baseline means nothing. (No timing is asserted.)
 @Suite("RawBaseline on the embedded cluster", .serialized)
 struct EmbeddedClusterRawBaselineTests {
-    @Test("produce then consume moves every message and byte", .timeLimit(.minutes(1)))
+    @Test("produce then consume moves every message and byte", .timeLimit(.minutes(3)))
     func roundTrip() throws {
         let cluster = try EmbeddedCluster()
         try cluster.createTopic("levee.raw.round-trip", partitions: 3)
@@ -20,7 +20,7 @@ struct EmbeddedClusterRawBaselineTests {
         #expect(consumed.bytes == 150_000)
     }
 
-    @Test("consuming more than the topic holds fails instead of reporting a number", .timeLimit(.minutes(1)))
+    @Test("consuming more than the topic holds fails instead of reporting a number", .timeLimit(.minutes(3)))
     func consumeTooMany() throws {
         let cluster = try EmbeddedCluster()
         try cluster.createTopic("levee.raw.short", partitions: 2)
@@ -33,7 +33,7 @@ struct EmbeddedClusterRawBaselineTests {
         #expect(error.message.contains("10 of 11"))
     }
 
-    @Test("undelivered messages and bad properties are errors", .timeLimit(.minutes(1)))
+    @Test("undelivered messages and bad properties are errors", .timeLimit(.minutes(3)))
     func failures() throws {
         let cluster = try EmbeddedCluster()
         try cluster.createTopic("levee.raw.down", partitions: 1)

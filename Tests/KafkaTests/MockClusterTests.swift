@@ -18,7 +18,7 @@ struct MockClusterTests {
         return try KafkaConsumer(configuration: KafkaConfiguration(bootstrapServers: cluster.bootstrapServers, properties), bufferCapacity: bufferCapacity)
     }
 
-    @Test("records round-trip over several partitions with keys, headers and per-key partitions", .timeLimit(.minutes(1)))
+    @Test("records round-trip over several partitions with keys, headers and per-key partitions", .timeLimit(.minutes(3)))
     func roundTrip() async throws {
         let cluster = try EmbeddedCluster(brokers: 3)
         let topic = uniqueName("roundtrip")
@@ -56,7 +56,7 @@ struct MockClusterTests {
         try await producer.close()
     }
 
-    @Test("the idempotent producer keeps order with no duplicates under injected Produce errors", .timeLimit(.minutes(1)))
+    @Test("the idempotent producer keeps order with no duplicates under injected Produce errors", .timeLimit(.minutes(3)))
     func idempotentUnderErrors() async throws {
         let cluster = try EmbeddedCluster(brokers: 1)
         let topic = uniqueName("idempotent")
@@ -81,7 +81,7 @@ struct MockClusterTests {
         try await producer.close()
     }
 
-    @Test("a group shares partitions and rebalances when a member leaves", .timeLimit(.minutes(1)),
+    @Test("a group shares partitions and rebalances when a member leaves", .timeLimit(.minutes(3)),
           arguments: ["range,roundrobin", "cooperative-sticky"])
     func groupRebalance(strategy: String) async throws {
         let cluster = try EmbeddedCluster(brokers: 3)
@@ -145,7 +145,7 @@ struct MockClusterTests {
         }
     }
 
-    @Test("after a manual commit, a restarted consumer resumes from the committed offset", .timeLimit(.minutes(1)))
+    @Test("after a manual commit, a restarted consumer resumes from the committed offset", .timeLimit(.minutes(3)))
     func commitAndRestart() async throws {
         let cluster = try EmbeddedCluster(brokers: 1)
         let topic = uniqueName("commit")
@@ -180,7 +180,7 @@ struct MockClusterTests {
         try await producer.close()
     }
 
-    @Test("the revoke hook runs before partitions go and can commit what was processed", .timeLimit(.minutes(1)))
+    @Test("the revoke hook runs before partitions go and can commit what was processed", .timeLimit(.minutes(3)))
     func revokeHookCommits() async throws {
         let cluster = try EmbeddedCluster(brokers: 1)
         let topic = uniqueName("revoke")
@@ -212,7 +212,7 @@ struct MockClusterTests {
         try await producer.close()
     }
 
-    @Test("transaction errors carry librdkafka's class: abortable errors recover after abort, fencing is fatal", .timeLimit(.minutes(1)))
+    @Test("transaction errors carry librdkafka's class: abortable errors recover after abort, fencing is fatal", .timeLimit(.minutes(3)))
     func transactionErrorClasses() async throws {
         // The mock does not enforce transaction outcomes, but it does return injected errors, and
         // librdkafka classifies them in its rd_kafka_error_t objects.
@@ -260,7 +260,7 @@ struct MockClusterTests {
         await producer.close()
     }
 
-    @Test("a broker taken down and brought back loses no acknowledged record", .timeLimit(.minutes(1)))
+    @Test("a broker taken down and brought back loses no acknowledged record", .timeLimit(.minutes(3)))
     func brokerDownAndUp() async throws {
         let cluster = try EmbeddedCluster(brokers: 3)
         let topic = uniqueName("brokerdown")
@@ -286,7 +286,7 @@ struct MockClusterTests {
         try await producer.close()
     }
 
-    @Test("a slow reader keeps the buffer bounded: partitions pause and resume, nothing lost or repeated", .timeLimit(.minutes(1)))
+    @Test("a slow reader keeps the buffer bounded: partitions pause and resume, nothing lost or repeated", .timeLimit(.minutes(3)))
     func backpressure() async throws {
         let cluster = try EmbeddedCluster(brokers: 1)
         let topic = uniqueName("backpressure")
@@ -319,7 +319,7 @@ struct MockClusterTests {
         try await producer.close()
     }
 
-    @Test("a bounded window of a partition is read without a group; seek, watermarks and offsets by time work", .timeLimit(.minutes(1)))
+    @Test("a bounded window of a partition is read without a group; seek, watermarks and offsets by time work", .timeLimit(.minutes(3)))
     func windowSeekAndTimes() async throws {
         let cluster = try EmbeddedCluster(brokers: 1)
         let topic = uniqueName("window")
@@ -351,7 +351,7 @@ struct MockClusterTests {
         try await producer.close()
     }
 
-    @Test("pause stops a partition until resume", .timeLimit(.minutes(1)))
+    @Test("pause stops a partition until resume", .timeLimit(.minutes(3)))
     func pauseResume() async throws {
         let cluster = try EmbeddedCluster(brokers: 1)
         let topic = uniqueName("pause")

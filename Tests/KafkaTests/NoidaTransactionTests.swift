@@ -72,7 +72,7 @@ struct NoidaTransactionTests {
         return offsets
     }
 
-    @Test("a committed transaction is visible to read_committed readers with its offsets applied", .timeLimit(.minutes(1)))
+    @Test("a committed transaction is visible to read_committed readers with its offsets applied", .timeLimit(.minutes(3)))
     func committedTransaction() async throws {
         guard let bootstrap = noidaBootstrap() else { return }
         let setup = try await setUp(bootstrap)
@@ -88,7 +88,7 @@ struct NoidaTransactionTests {
         await reader.close()
     }
 
-    @Test("an aborted transaction is invisible and its offsets are not applied", .timeLimit(.minutes(1)))
+    @Test("an aborted transaction is invisible and its offsets are not applied", .timeLimit(.minutes(3)))
     func abortedTransaction() async throws {
         guard let bootstrap = noidaBootstrap() else { return }
         let setup = try await setUp(bootstrap)
@@ -103,7 +103,7 @@ struct NoidaTransactionTests {
         await reader.close()
     }
 
-    @Test("a producer fenced by a newer instance with the same transactional.id gets a fatal error", .timeLimit(.minutes(1)))
+    @Test("a producer fenced by a newer instance with the same transactional.id gets a fatal error", .timeLimit(.minutes(3)))
     func fencedProducer() async throws {
         guard let bootstrap = noidaBootstrap() else { return }
         let setup = try await setUp(bootstrap, count: 0)
@@ -137,7 +137,7 @@ struct NoidaTransactionTests {
         await new.close()
     }
 
-    @Test("a static member (group.instance.id) that restarts gets its partitions back", .timeLimit(.minutes(1)))
+    @Test("a static member (group.instance.id) that restarts gets its partitions back", .timeLimit(.minutes(3)))
     func staticMembership() async throws {
         guard let bootstrap = noidaBootstrap() else { return }
         let topic = uniqueName("static")
@@ -168,7 +168,7 @@ struct NoidaTransactionTests {
         await b.close()
     }
 
-    @Test("admin creates topics idempotently, with configs, and describes them", .timeLimit(.minutes(1)))
+    @Test("admin creates topics idempotently, with configs, and describes them", .timeLimit(.minutes(3)))
     func adminTopics() async throws {
         guard let bootstrap = noidaBootstrap() else { return }
         let admin = try KafkaAdmin(configuration: KafkaConfiguration(bootstrapServers: bootstrap))
@@ -187,7 +187,7 @@ struct NoidaTransactionTests {
         #expect(error.context["topic"] == missing)
     }
 
-    @Test("offsets for times find the first record at or after a time", .timeLimit(.minutes(1)))
+    @Test("offsets for times find the first record at or after a time", .timeLimit(.minutes(3)))
     func offsetsForTimes() async throws {
         guard let bootstrap = noidaBootstrap() else { return }
         let setup = try await setUp(bootstrap, count: 0)

@@ -44,8 +44,8 @@ struct BenchSmokeTests {
     }
 
     @Test("submit: every phase acknowledges every job, raw side and goals present", .timeLimit(.minutes(3)))
-    func submit() throws {
-        let output = try LeveeProcess.run(["bench", "submit", "--jobs", "200", "--workers", "1", "--rate", "500",
+    func submit() async throws {
+        let output = try await LeveeProcess.run(["bench", "submit", "--jobs", "200", "--workers", "1", "--rate", "500",
                                            "--steady-seconds", "0.4", "--partitions", "4", "--json"], timeout: 170)
         #expect(output.status == 0, "\(output)")
         let report = try JSONDecoder().decode(SubmitReport.self, from: Data(output.stdout.utf8))
@@ -89,8 +89,8 @@ struct BenchSmokeTests {
     }
 
     @Test("pipeline: both modes finish every job once; overhead measured for every latency job", .timeLimit(.minutes(4)))
-    func pipeline() throws {
-        let output = try LeveeProcess.run(["bench", "pipeline", "--jobs", "200", "--workers", "1", "--latency-jobs", "20",
+    func pipeline() async throws {
+        let output = try await LeveeProcess.run(["bench", "pipeline", "--jobs", "200", "--workers", "1", "--latency-jobs", "20",
                                            "--latency-rate", "100", "--partitions", "4", "--json"], timeout: 230)
         #expect(output.status == 0, "\(output)")
         let report = try JSONDecoder().decode(PipelineReport.self, from: Data(output.stdout.utf8))
@@ -128,8 +128,8 @@ struct BenchSmokeTests {
     }
 
     @Test("trace: every sampled job's trace is found whole in both topics, oldest and newest included", .timeLimit(.minutes(3)))
-    func trace() throws {
-        let output = try LeveeProcess.run(["bench", "trace", "--small", "50", "--large", "500", "--samples", "5",
+    func trace() async throws {
+        let output = try await LeveeProcess.run(["bench", "trace", "--small", "50", "--large", "500", "--samples", "5",
                                            "--partitions", "8", "--json"], timeout: 170)
         #expect(output.status == 0, "\(output)")
         let report = try JSONDecoder().decode(TraceReport.self, from: Data(output.stdout.utf8))
@@ -154,14 +154,14 @@ struct BenchSmokeTests {
         ["bench", "pipeline", "--workers", "0"],
         ["bench", "submit", "--jobs", "100000", "--partitions", "1"],
     ])
-    func usage(_ arguments: [String]) throws {
-        let output = try LeveeProcess.run(arguments, timeout: 30)
+    func usage(_ arguments: [String]) async throws {
+        let output = try await LeveeProcess.run(arguments, timeout: 30)
         #expect(output.status == 64, "\(output)")
     }
 
     @Test("--help lists the options", arguments: ["submit", "pipeline", "trace"])
-    func help(_ bench: String) throws {
-        let output = try LeveeProcess.run(["bench", bench, "--help"], timeout: 30)
+    func help(_ bench: String) async throws {
+        let output = try await LeveeProcess.run(["bench", bench, "--help"], timeout: 30)
         #expect(output.status == 0)
         #expect(output.stdout.contains("Usage: levee bench \(bench)"))
         #expect(output.stdout.contains("--json"))

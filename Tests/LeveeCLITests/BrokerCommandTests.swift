@@ -6,9 +6,9 @@ import Testing
 @Suite("levee broker", .serialized)
 struct BrokerCommandTests {
     @Test("prints the bootstrap address as its first stdout line, then exits 0 on SIGTERM after stdin ends")
-    func bootstrapLineAndSigterm() throws {
+    func bootstrapLineAndSigterm() async throws {
         let broker = try LeveeProcess.start(["broker", "--brokers", "2"])
-        let bootstrap = try #require(broker.readLine())
+        let bootstrap = try #require(await broker.readLine())
         let addresses = bootstrap.split(separator: ",")
         #expect(addresses.count == 2)
         #expect(addresses.allSatisfy { $0.hasPrefix("127.0.0.1:") && Int($0.split(separator: ":").last ?? "") != nil })
@@ -17,7 +17,7 @@ struct BrokerCommandTests {
         #expect(try Kcat.metadata(bootstrap).brokers.count == 2)
         #expect(broker.isRunning)
         broker.signal(SIGTERM)
-        let output = broker.waitForExit()
+        let output = await broker.waitForExit()
         #expect(output.status == 0)
         #expect(!output.timedOut)
         #expect(output.stdout.isEmpty)
@@ -25,9 +25,9 @@ struct BrokerCommandTests {
     }
 
     @Test("kcat produces to and consumes from a pre-created topic")
-    func kcatRoundTrip() throws {
+    func kcatRoundTrip() async throws {
         let broker = try LeveeProcess.start(["broker", "--topic", "levee.cli.jobs:3"])
-        let bootstrap = try #require(broker.readLine())
+        let bootstrap = try #require(await broker.readLine())
         let metadata = try Kcat.metadata(bootstrap, topic: "levee.cli.jobs")
         #expect(metadata.topics.first?.partitions.count == 3)
         let lines = (1...20).map { "job-\($0)" }
@@ -36,14 +36,14 @@ struct BrokerCommandTests {
         let consumed = try Kcat.run(["-C", "-b", bootstrap, "-t", "levee.cli.jobs", "-o", "beginning", "-c", "20", "-e", "-q"])
         #expect(Set(consumed.stdout.split(separator: "\n").map(String.init)) == Set(lines))
         broker.send("quit\n")
-        #expect(broker.readLine() == "ok bye")
-        #expect(broker.waitForExit().status == 0)
+        #expect(await broker.readLine() == "ok bye")
+        #expect(await broker.waitForExit().status == 0)
     }
 
     @Test("stdin commands answer one line each, ok or error:")
-    func stdinCommands() throws {
+    func stdinCommands() async throws {
         let broker = try LeveeProcess.start(["broker", "--brokers", "3", "--partitions", "2"])
-        let bootstrap = try #require(broker.readLine())
+        let bootstrap = try #require(await broker.readLine())
         let script: [(command: String, ok: Bool)] = [
             ("topic levee.cli.a", true),
             ("topic levee.cli.b 5", true),
@@ -65,43 +65,43 @@ struct BrokerCommandTests {
         ]
         for step in script {
             broker.send(step.command + "\n")
-            let reply = try #require(broker.readLine(), "no reply to '\(step.command)'")
+            let reply = try #require(await broker.readLine(), "no reply to '\(step.command)'")
             #expect(reply.hasPrefix(step.ok ? "ok" : "error: "), "'\(step.command)' answered '\(reply)'")
         }
         broker.send("status\n")
-        let status = try #require(broker.readLine())
+        let status = try #require(await broker.readLine())
         #expect(status.hasPrefix("ok bootstrap=\(bootstrap) "))
         #expect(status.contains("brokers=1(rtt=20ms),2,3(down)"))
         #expect(status.contains("topics=levee.cli.a:2,levee.cli.b:5"))
         let metadata = try Kcat.metadata(bootstrap, topic: "levee.cli.b")
         #expect(metadata.topics.first?.partitions.count == 5)
         broker.send("help\n")
-        let help = try #require(broker.readLine())
+        let help = try #require(await broker.readLine())
         #expect(help.contains("broker-errors"))
         broker.closeInput()
         broker.signal(SIGINT)
-        #expect(broker.waitForExit().status == 0)
+        #expect(await broker.waitForExit().status == 0)
     }
 
     @Test("an injected produce error reaches clients")
-    func injectedErrorReachesClient() throws {
+    func injectedErrorReachesClient() async throws {
         let broker = try LeveeProcess.start(["broker", "--topic", "levee.cli.errors:1"])
-        let bootstrap = try #require(broker.readLine())
+        let bootstrap = try #require(await broker.readLine())
         broker.send("errors produce TOPIC_AUTHORIZATION_FAILED\n")
-        #expect(broker.readLine()?.hasPrefix("ok") == true)
+        #expect(await broker.readLine()?.hasPrefix("ok") == true)
         let failed = try Kcat.run(["-P", "-b", bootstrap, "-t", "levee.cli.errors", "-X", "message.timeout.ms=5000"], input: "one\n")
         #expect(failed.status != 0)
         #expect(failed.stderr.contains("Topic authorization failed"))
         let delivered = try Kcat.run(["-P", "-b", bootstrap, "-t", "levee.cli.errors"], input: "two\n")
         #expect(delivered.status == 0)
         broker.send("quit\n")
-        #expect(broker.waitForExit().status == 0)
+        #expect(await broker.waitForExit().status == 0)
     }
 
     @Test("the Swift Kafka layer produces to and consumes from it, across a broker down/up", .timeLimit(.minutes(1)))
     func swiftLayerRoundTrip() async throws {
         let broker = try LeveeProcess.start(["broker", "--brokers", "2", "--topic", "levee.cli.swift:4"])
-        let bootstrap = try #require(broker.readLine())
+        let bootstrap = try #require(await broker.readLine())
         let producer = try KafkaProducer(configuration: KafkaConfiguration(bootstrapServers: bootstrap))
         var sent: [String: String] = [:]
         for index in 0..<100 {
@@ -110,13 +110,13 @@ struct BrokerCommandTests {
         }
         // Broker 2 goes away and comes back; records sent meanwhile are still delivered.
         broker.send("down 2\n")
-        #expect(broker.readLine() == "ok broker 2 down")
+        #expect(await broker.readLine() == "ok broker 2 down")
         for index in 100..<150 {
             sent["key-\(index)"] = "value-\(index)"
             try await producer.sendAndForget(ProducerRecord(topic: "levee.cli.swift", key: "key-\(index)", value: "value-\(index)"))
         }
         broker.send("up 2\n")
-        #expect(broker.readLine() == "ok broker 2 up")
+        #expect(await broker.readLine() == "ok broker 2 up")
         try await producer.flush(timeout: .seconds(30))
         try await producer.close()
 
@@ -133,14 +133,14 @@ struct BrokerCommandTests {
         #expect(count == 150)
         #expect(received == sent)
         broker.send("quit\n")
-        #expect(broker.waitForExit().status == 0)
+        #expect(await broker.waitForExit().status == 0)
     }
 
     @Test("the control socket takes the same commands, and goes away on exit")
-    func controlSocket() throws {
+    func controlSocket() async throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("levee-broker-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock").path
         let broker = try LeveeProcess.start(["broker", "--control-socket", path])
-        let bootstrap = try #require(broker.readLine())
+        let bootstrap = try #require(await broker.readLine())
         #expect(FileManager.default.fileExists(atPath: path))
         let replies = try UnixSocketClient.exchange(path: path, lines: ["status", "down 1", "bogus", "up 1", "topic levee.cli.sock 6"])
         #expect(replies.count == 5)
@@ -157,15 +157,15 @@ struct BrokerCommandTests {
         // The socket's commands are not echoed on stdout; `quit` there stops the broker.
         broker.closeInput()
         #expect(try UnixSocketClient.exchange(path: path, lines: ["quit"]) == ["ok bye"])
-        let output = broker.waitForExit()
+        let output = await broker.waitForExit()
         #expect(output.status == 0)
         #expect(output.stdout.isEmpty)
         #expect(!FileManager.default.fileExists(atPath: path))
     }
 
     @Test("--help explains what it is and lists the commands")
-    func help() throws {
-        let output = try LeveeProcess.run(["broker", "--help"])
+    func help() async throws {
+        let output = try await LeveeProcess.run(["broker", "--help"])
         #expect(output.status == 0)
         for text in ["memory only", "transactions are NOT enforced", "development and tests", "--control-socket",
                      "down B", "up B", "rtt B MS", "errors API", "broker-errors B", "topic NAME", "status", "quit"] {
@@ -177,8 +177,8 @@ struct BrokerCommandTests {
         ["--brokers", "0"], ["--brokers", "two"], ["--partitions", "0"], ["--topic", "a:x"], ["--topic", ":3"],
         ["--bogus"], ["extra"], ["--brokers"],
     ])
-    func badFlags(arguments: [String]) throws {
-        let output = try LeveeProcess.run(["broker"] + arguments, timeout: 20)
+    func badFlags(arguments: [String]) async throws {
+        let output = try await LeveeProcess.run(["broker"] + arguments, timeout: 20)
         #expect(output.status == 64, "\(output)")
         #expect(output.stderr.hasPrefix("levee broker: "))
         #expect(output.stdout.isEmpty)

@@ -27,15 +27,15 @@ struct DoctorCommandTests {
     static let topics = ["levee.jobs", "levee.jobs.retry", "levee.results", "levee.dlq", "levee.trace", "levee.workers", "levee.control"]
 
     @Test("passes on a provisioned embedded broker, fails with the fix on wrong partitions and missing topics")
-    func againstTheEmbeddedBroker() throws {
+    func againstTheEmbeddedBroker() async throws {
         let broker = try LeveeProcess.start(["broker", "--partitions", "2", "--levee-topics", "c."])
-        let bootstrap = try #require(broker.readLine())
-        defer { broker.signal(SIGTERM); _ = broker.waitForExit() }
+        let bootstrap = try #require(await broker.readLine())
+        defer { broker.signal(SIGTERM); _ = broker.waitForExitBlocking() }
         let common = ["--brokers", bootstrap, "--engine", "synthetic", "--timeout", "3"]
         // Secrets given to the client never appear in the output.
         let secret = ["-X", "sasl.username=levee", "-X", "sasl.password=hunter2-do-not-print"]
 
-        let good = try LeveeProcess.run(["doctor", "--json", "--prefix", "c.", "--partitions", "2"] + common + secret,
+        let good = try await LeveeProcess.run(["doctor", "--json", "--prefix", "c.", "--partitions", "2"] + common + secret,
                                         environment: ["LEVEE_KAFKA_SSL_KEY_PASSWORD": "another-secret-value"])
         #expect(good.status == 0, "\(good)")
         let report = try Self.decode(good)
@@ -48,7 +48,7 @@ struct DoctorCommandTests {
         #expect(!good.stdout.contains("another-secret-value") && !good.stderr.contains("another-secret-value"))
 
         // The deployment says 3 partitions; the cluster has 2.
-        let wrong = try LeveeProcess.run(["doctor", "--json", "--prefix", "c.", "--partitions", "3"] + common)
+        let wrong = try await LeveeProcess.run(["doctor", "--json", "--prefix", "c.", "--partitions", "3"] + common)
         #expect(wrong.status == 1, "\(wrong)")
         let wrongReport = try Self.decode(wrong)
         #expect(!wrongReport.ok)
@@ -58,7 +58,7 @@ struct DoctorCommandTests {
         #expect(wrong.stderr.contains("checks failed: topic c.levee.jobs"))
 
         // Human output: one line per check, the fix under each failure.
-        let missing = try LeveeProcess.run(["doctor", "--prefix", "gone.", "--partitions", "2"] + common)
+        let missing = try await LeveeProcess.run(["doctor", "--prefix", "gone.", "--partitions", "2"] + common)
         #expect(missing.status == 1)
         let lines = missing.stdout.split(separator: "\n").map(String.init)
         #expect(lines.contains { $0.hasPrefix("ok    brokers: 1 broker answered") }, "\(missing.stdout)")
@@ -68,8 +68,8 @@ struct DoctorCommandTests {
     }
 
     @Test("a missing model fails with the setup fix; bad options are usage errors")
-    func modelAndUsage() throws {
-        let noModel = try LeveeProcess.run(["doctor", "--json", "--brokers", "127.0.0.1:1", "--timeout", "1", "--model", "/nonexistent/levee.gguf"])
+    func modelAndUsage() async throws {
+        let noModel = try await LeveeProcess.run(["doctor", "--json", "--brokers", "127.0.0.1:1", "--timeout", "1", "--model", "/nonexistent/levee.gguf"])
         #expect(noModel.status == 1)
         let report = try Self.decode(noModel)
         #expect(report.check("model")?.status == "fail")
@@ -79,10 +79,10 @@ struct DoctorCommandTests {
         #expect(report.check("topic levee.results")?.status == "skip")
 
         for bad in [["--model-sha256", "xyz"], ["--engine", "gpu"], ["--concurrency", "0"], ["--engine", "openai"], ["--frobnicate"]] {
-            let out = try LeveeProcess.run(["doctor", "--brokers", "127.0.0.1:1"] + bad)
+            let out = try await LeveeProcess.run(["doctor", "--brokers", "127.0.0.1:1"] + bad)
             #expect(out.status == 64, "\(bad): \(out)")
         }
-        let help = try LeveeProcess.run(["doctor", "--help"])
+        let help = try await LeveeProcess.run(["doctor", "--help"])
         #expect(help.status == 0 && help.stdout.contains("min.insync.replicas"))
     }
 }

@@ -1,56 +1,26 @@
 import Foundation
 import Testing
 
-/// Runs the built `levee` binary (LEVEE_BIN, else .build/release/levee, else .build/debug/levee).
+/// Runs the built `levee` binary (see ``LeveeProcess``, which waits off the cooperative pool).
 private enum LeveeBinary {
-    static var path: String {
-        if let path = ProcessInfo.processInfo.environment["LEVEE_BIN"], !path.isEmpty { return path }
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let release = root.appendingPathComponent(".build/release/levee").path
-        if FileManager.default.isExecutableFile(atPath: release) { return release }
-        return root.appendingPathComponent(".build/debug/levee").path
+    static func run(_ arguments: [String], environment: [String: String] = [:]) async throws -> (status: Int32, stdout: String, stderr: String) {
+        let output = try await LeveeProcess.run(arguments, environment: environment, timeout: 300)
+        return (output.status, output.stdout, output.stderr)
     }
-
-    static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        // Read stderr on the side so neither pipe can fill up and block the child.
-        let errData = LockedData()
-        let reader = Thread { errData.set(err.fileHandleForReading.readDataToEndOfFile()) }
-        reader.start()
-        let stdoutData = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        while !errData.isSet { Thread.sleep(forTimeInterval: 0.01) }
-        return (process.terminationStatus, String(decoding: stdoutData, as: UTF8.self), String(decoding: errData.value, as: UTF8.self))
-    }
-}
-
-private final class LockedData: @unchecked Sendable {
-    private let lock = NSLock()
-    private var data: Data?
-    func set(_ d: Data) { lock.lock(); data = d; lock.unlock() }
-    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return data != nil }
-    var value: Data { lock.lock(); defer { lock.unlock() }; return data ?? Data() }
 }
 
 @Suite("levee generate (built binary, needs the model file)")
 struct GenerateCommandTests {
-    @Test func greedyStoryStreamsTheReferenceContinuation() throws {
-        let r = try LeveeBinary.run(["generate", "--prompt", "Once upon a time, there was a little cat who", "--temperature", "0", "--max-tokens", "9"])
+    @Test func greedyStoryStreamsTheReferenceContinuation() async throws {
+        let r = try await LeveeBinary.run(["generate", "--prompt", "Once upon a time, there was a little cat who", "--temperature", "0", "--max-tokens", "9"])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout == " had a special way of making people happy.\n")
         #expect(r.stderr.contains("tokens/s"))
         #expect(r.stderr.contains("11 prompt tokens, 9 generated (length)"))
     }
 
-    @Test func jsonHasTokensCountsAndTimings() throws {
-        let r = try LeveeBinary.run(["generate", "--json", "--chat", "--prompt", "What is the capital of France.", "--temperature", "0", "--max-tokens", "20"])
+    @Test func jsonHasTokensCountsAndTimings() async throws {
+        let r = try await LeveeBinary.run(["generate", "--json", "--chat", "--prompt", "What is the capital of France.", "--temperature", "0", "--max-tokens", "20"])
         #expect(r.status == 0, "\(r.stderr)")
         struct Output: Decodable {
             var text: String
@@ -69,9 +39,9 @@ struct GenerateCommandTests {
         #expect(o.timings["total_ms"] != nil && o.timings["first_token_ms"] != nil)
     }
 
-    @Test func seedMakesSampledRunsRepeat() throws {
+    @Test func seedMakesSampledRunsRepeat() async throws {
         let args = ["generate", "--json", "--prompt", "The weather today", "--temperature", "1", "--seed", "7", "--max-tokens", "12"]
-        let a = try LeveeBinary.run(args), b = try LeveeBinary.run(args)
+        let a = try await LeveeBinary.run(args), b = try await LeveeBinary.run(args)
         #expect(a.status == 0 && b.status == 0, "\(a.stderr)")
         struct Output: Decodable { var token_ids: [Int]; var seed: UInt64 }
         let oa = try JSONDecoder().decode(Output.self, from: Data(a.stdout.utf8))
@@ -86,14 +56,14 @@ struct GenerateCommandTests {
         (["generate", "--prompt", "x", "--system", "s"], "--chat"),
         (["generate", "--prompt", "x", "--bogus"], "--bogus"),
     ])
-    func badUsageExits64(arguments: [String], mentions: String) throws {
-        let r = try LeveeBinary.run(arguments)
+    func badUsageExits64(arguments: [String], mentions: String) async throws {
+        let r = try await LeveeBinary.run(arguments)
         #expect(r.status == 64)
         #expect(r.stderr.contains(mentions), "\(r.stderr)")
     }
 
-    @Test func missingModelFails() throws {
-        let r = try LeveeBinary.run(["generate", "--prompt", "x", "--model", "/nonexistent/m.gguf"])
+    @Test func missingModelFails() async throws {
+        let r = try await LeveeBinary.run(["generate", "--prompt", "x", "--model", "/nonexistent/m.gguf"])
         #expect(r.status == 1)
         #expect(r.stderr.contains("/nonexistent/m.gguf"))
     }

@@ -30,8 +30,8 @@ struct KafkaBenchCommandTests {
     }
 
     @Test("--json reports raw, Swift and kcat sides with one figure per run", .timeLimit(.minutes(2)))
-    func smallRun() throws {
-        let output = try LeveeProcess.run(["bench", "kafka", "--messages", "500", "--size", "200", "--partitions", "3",
+    func smallRun() async throws {
+        let output = try await LeveeProcess.run(["bench", "kafka", "--messages", "500", "--size", "200", "--partitions", "3",
                                            "--runs", "2", "--json"], timeout: 110)
         #expect(output.status == 0, "\(output)")
         let report = try JSONDecoder().decode(Report.self, from: Data(output.stdout.utf8))
@@ -56,8 +56,8 @@ struct KafkaBenchCommandTests {
     }
 
     @Test("the table names every side and the Swift ÷ raw ratio", .timeLimit(.minutes(2)))
-    func table() throws {
-        let output = try LeveeProcess.run(["bench", "kafka", "--messages", "300", "--size", "100", "--partitions", "2",
+    func table() async throws {
+        let output = try await LeveeProcess.run(["bench", "kafka", "--messages", "300", "--size", "100", "--partitions", "2",
                                            "--runs", "1", "--no-kcat"], timeout: 110)
         #expect(output.status == 0, "\(output)")
         #expect(output.stdout.contains("raw librdkafka"))
@@ -70,8 +70,8 @@ struct KafkaBenchCommandTests {
         ["--messages", "0"], ["--size", "-1"], ["--partitions", "1", "--messages", "100000"], ["--runs", "0"],
         ["-X", "novalue"], ["--bogus"],
     ])
-    func badInput(arguments: [String]) throws {
-        let output = try LeveeProcess.run(["bench", "kafka"] + arguments, timeout: 30)
+    func badInput(arguments: [String]) async throws {
+        let output = try await LeveeProcess.run(["bench", "kafka"] + arguments, timeout: 30)
         #expect(output.status == 64, "\(output)")
         #expect(output.stderr.contains("levee bench: "))
     }

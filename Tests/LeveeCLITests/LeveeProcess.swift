@@ -40,12 +40,23 @@ struct LeveeProcess {
 
     /// Runs `levee arguments...` to completion with `stdin` as its input and returns its output.
     /// A process still running after `timeout` seconds is killed and reported as timed out.
+    ///
+    /// Every wait here happens on a thread of its own, never on Swift concurrency's cooperative
+    /// pool: that pool has one thread per core (two in CI), and a test blocking it while a
+    /// command runs for a minute stalls every other test in the process.
     static func run(_ arguments: [String], stdin: String = "", environment: [String: String] = [:],
-                    timeout: Double = 60) throws -> Output {
+                    timeout: Double = 60) async throws -> Output {
         let running = try start(arguments, environment: environment)
         running.send(stdin)
         running.closeInput()
-        return running.waitForExit(timeout: timeout)
+        return await running.waitForExit(timeout: timeout)
+    }
+
+    /// Runs `body` on a new thread and awaits its result, leaving the cooperative pool free.
+    static func offPool<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            Thread.detachNewThread { continuation.resume(returning: body()) }
+        }
     }
 
     /// Starts `levee arguments...` and returns it running, stdin open.
@@ -95,7 +106,10 @@ struct LeveeProcess {
 
         /// The next whole line of stdout, or nil if none arrives within `timeout` seconds or
         /// stdout ends first.
-        func readLine(timeout: Double = 20) -> String? { stdout.nextLine(timeout: timeout) }
+        func readLine(timeout: Double = 20) async -> String? {
+            let stdout = self.stdout
+            return await LeveeProcess.offPool { stdout.nextLine(timeout: timeout) }
+        }
 
         /// Everything written to stderr so far.
         var stderrSoFar: String { stderr.everything() }
@@ -107,7 +121,13 @@ struct LeveeProcess {
 
         /// Waits for the process to exit, killing it after `timeout` seconds. Output holds what
         /// was not yet read with `readLine`.
-        func waitForExit(timeout: Double = 30) -> Output {
+        func waitForExit(timeout: Double = 30) async -> Output {
+            await LeveeProcess.offPool { self.waitForExitBlocking(timeout: timeout) }
+        }
+
+        /// ``waitForExit(timeout:)`` blocking the calling thread: only for `defer` blocks (which
+        /// cannot await), with a short timeout.
+        func waitForExitBlocking(timeout: Double = 30) -> Output {
             let deadline = Date().addingTimeInterval(timeout)
             var timedOut = false
             while process.isRunning {

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import Kafka
 import Testing
 
@@ -15,9 +18,9 @@ import Testing
         return path
     }
 
-    @Test(.timeLimit(.minutes(5))) func demoOnTheRealModelEndsWithOneResultPerJob() throws {
+    @Test(.timeLimit(.minutes(5))) func demoOnTheRealModelEndsWithOneResultPerJob() async throws {
         guard let model = Self.modelPath else { return }
-        let out = try LeveeProcess.run(["demo", "--jobs", "20", "--workers", "2", "--json", "--model", model], timeout: 280)
+        let out = try await LeveeProcess.run(["demo", "--jobs", "20", "--workers", "2", "--json", "--model", model], timeout: 280)
         #expect(out.status == 0, "\(out)")
         let summary = try #require(try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any], "\(out)")
         #expect(summary["submitted"] as? Int == 20)
@@ -37,23 +40,71 @@ import Testing
         #expect((trace["diagnosis"] as? String)?.hasPrefix("succeeded on demo-w") == true, "\(trace)")
     }
 
+    /// The demo's workers serve /metrics, /healthz and /readyz with live numbers while it runs.
+    @Test(.timeLimit(.minutes(5))) func demoWorkersServeTheirEndpoints() async throws {
+        guard let model = Self.modelPath else { return }
+        let demo = try LeveeProcess.start(["demo", "--jobs", "4", "--workers", "2", "--max-tokens", "8", "--json", "--model", model,
+                                           "--http", "127.0.0.1:0", "--linger", "200"])
+        defer { demo.signal(SIGKILL) }
+        var bases: [String] = []
+        for _ in 0..<600 where bases.count < 2 {
+            bases = demo.stderrSoFar.split(separator: "\n").filter { $0.contains("serves /metrics") }
+                .compactMap { $0.split(separator: " ").last.map(String.init) }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(bases.count == 2, "\(demo.stderrSoFar)")
+        func get(_ url: String) async -> (Int, String) {
+            guard let (data, response) = try? await URLSession.shared.data(from: URL(string: url)!) else { return (0, "") }
+            return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
+        }
+        func sample(_ text: String, _ name: String) -> Double {
+            text.split(separator: "\n").filter { $0.hasPrefix(name + " ") || $0.hasPrefix(name + "{") }
+                .compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }.reduce(0, +)
+        }
+        for base in bases {
+            #expect(await get(base + "/healthz").0 == 200)
+            var ready = 0
+            for _ in 0..<300 where ready != 200 { ready = await get(base + "/readyz").0; try await Task.sleep(for: .milliseconds(200)) }
+            #expect(ready == 200, "\(base) never became ready")
+        }
+        // Live numbers: the succeeded counters of both workers add up to the burst.
+        var succeeded = 0.0, texts: [String] = []
+        for _ in 0..<1200 where succeeded < 4 {
+            texts = []
+            for base in bases { texts.append(await get(base + "/metrics").1) }
+            succeeded = texts.map { sample($0, "levee_jobs_succeeded_total") }.reduce(0, +)
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(succeeded == 4, "\(texts)")
+        #expect(texts.map { sample($0, "levee_jobs_received_total") }.reduce(0, +) >= 4)
+        #expect(texts.map { sample($0, "levee_transactions_committed_total") }.reduce(0, +) >= 1)
+        #expect(texts.map { sample($0, "levee_inference_duration_seconds_count") }.reduce(0, +) == 4)
+        #expect(await get(bases[0] + "/nope").0 == 404)
+        // SIGTERM ends the linger; the summary follows.
+        demo.signal(SIGTERM)
+        let out = await demo.waitForExit(timeout: 120)
+        #expect(out.status == 0, "\(out)")
+        let summary = try #require(try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any], "\(out)")
+        #expect(summary["succeeded"] as? Int == 4)
+    }
+
     @Test(arguments: ["demo", "submit", "result", "cancel", "worker", "trace", "reconcile", "status", "doctor", "topics", "generate", "tokenize", "broker", "bench", "version",
                       "bench kafka", "bench inference"])
-    func everyCommandHasHelp(_ command: String) throws {
+    func everyCommandHasHelp(_ command: String) async throws {
         let words = command.split(separator: " ").map(String.init)
-        let out = try LeveeProcess.run(words + ["--help"])
+        let out = try await LeveeProcess.run(words + ["--help"])
         #expect(out.status == 0, "\(out)")
         #expect(out.stdout.contains("Usage: levee \(command)"), "\(out.stdout.prefix(200))")
     }
 
-    @Test func demoRejectsBadOptions() throws {
-        let out = try LeveeProcess.run(["demo", "--jobs", "0"])
+    @Test func demoRejectsBadOptions() async throws {
+        let out = try await LeveeProcess.run(["demo", "--jobs", "0"])
         #expect(out.status == 64 && out.stderr.contains("--jobs"))
-        let bad = try LeveeProcess.run(["worker", "--engine", "gpu9000", "--brokers", "127.0.0.1:1"])
+        let bad = try await LeveeProcess.run(["worker", "--engine", "gpu9000", "--brokers", "127.0.0.1:1"])
         #expect(bad.status == 64 && bad.stderr.contains("--engine"))
-        let noBrokers = try LeveeProcess.run(["submit", "--prompt", "hi"], environment: ["LEVEE_BROKERS": ""])
+        let noBrokers = try await LeveeProcess.run(["submit", "--prompt", "hi"], environment: ["LEVEE_BROKERS": ""])
         #expect(noBrokers.status == 64 && noBrokers.stderr.contains("--brokers"))
-        let badID = try LeveeProcess.run(["result", "not-a-job", "--brokers", "127.0.0.1:1"])
+        let badID = try await LeveeProcess.run(["result", "not-a-job", "--brokers", "127.0.0.1:1"])
         #expect(badID.status == 64 && badID.stderr.contains("not a job id"))
     }
 
@@ -67,7 +118,7 @@ import Testing
         }
         let prefix = "k\(UUID().uuidString.prefix(8).lowercased())."
         let connection = ["--brokers", bootstrap, "--prefix", prefix, "--partitions", "4"]
-        let topics = try LeveeProcess.run(["topics", "create", "--json"] + connection, timeout: 60)
+        let topics = try await LeveeProcess.run(["topics", "create", "--json"] + connection, timeout: 60)
         #expect(topics.status == 0, "\(topics)")
 
         func startWorker(_ id: String) throws -> LeveeProcess.Running {
@@ -81,7 +132,7 @@ import Testing
         let lines = (0..<jobs).map {
             #"{"kind":"chat","model":"synthetic","input":{"messages":[{"role":"user","content":"question \#($0)"}]},"params":{"max_tokens":8}}"#
         }.joined(separator: "\n")
-        let submitted = try LeveeProcess.run(["submit", "--file", "-", "--json"] + connection, stdin: lines, timeout: 120)
+        let submitted = try await LeveeProcess.run(["submit", "--file", "-", "--json"] + connection, stdin: lines, timeout: 120)
         #expect(submitted.status == 0, "\(submitted)")
         let ids = Set(submitted.stdout.split(separator: "\n").compactMap { line -> String? in
             (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["job_id"] as? String
@@ -92,7 +143,7 @@ import Testing
         for id in ["w1", "w2"] {
             try await Task.sleep(for: .milliseconds(1500))
             workers[id]!.signal(SIGKILL)
-            _ = workers[id]!.waitForExit(timeout: 10)
+            _ = await workers[id]!.waitForExit(timeout: 10)
             workers[id] = try startWorker(id)
         }
 
@@ -113,7 +164,7 @@ import Testing
         }
         for w in workers.values { w.signal(SIGTERM) }
         for (id, w) in workers {
-            let out = w.waitForExit(timeout: 60)
+            let out = await w.waitForExit(timeout: 60)
             #expect(out.status == 0, "worker \(id): \(out)")
         }
         let missing = ids.filter { counts[$0] == nil }
@@ -122,7 +173,7 @@ import Testing
         #expect(duplicated.isEmpty, "raw duplicate results: \(duplicated)")
         #expect(counts.values.reduce(0, +) == jobs, "read_committed sees exactly \(jobs) result records")
         // The reconciler agrees (real transactions: committed offsets and results line up).
-        let reconcile = try LeveeProcess.run(["reconcile", "--once", "--json"] + connection, timeout: 120)
+        let reconcile = try await LeveeProcess.run(["reconcile", "--once", "--json"] + connection, timeout: 120)
         #expect(reconcile.status == 0, "\(reconcile)")
         let report = try #require(try JSONSerialization.jsonObject(with: Data(reconcile.stdout.utf8)) as? [String: Any])
         #expect(report["consistent"] as? Bool == true && report["jobs"] as? Int == jobs, "\(report)")
@@ -131,38 +182,38 @@ import Testing
     }
 
     /// The commands together on a standalone embedded broker: broker, worker, submit, result, cancel.
-    @Test(.timeLimit(.minutes(3))) func brokerWorkerSubmitResultOnTheEmbeddedBroker() throws {
+    @Test(.timeLimit(.minutes(3))) func brokerWorkerSubmitResultOnTheEmbeddedBroker() async throws {
         let broker = try LeveeProcess.start(["broker", "--partitions", "2", "--levee-topics", "e."])
-        defer { broker.signal(SIGTERM); _ = broker.waitForExit(timeout: 10) }
-        let bootstrap = try #require(broker.readLine(timeout: 20)?.trimmingCharacters(in: .whitespaces))
+        defer { broker.signal(SIGTERM); _ = broker.waitForExitBlocking(timeout: 10) }
+        let bootstrap = try #require(await broker.readLine(timeout: 20)?.trimmingCharacters(in: .whitespaces))
         let connection = ["--brokers", bootstrap, "--prefix", "e.", "--partitions", "2"]
         let worker = try LeveeProcess.start(["worker", "--worker-id", "cli-w", "--engine", "synthetic", "--synthetic-delay", "5",
                                              "-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500"] + connection)
-        let submitted = try LeveeProcess.run(["submit", "--chat", "--prompt", "hello", "--model", "synthetic", "--json"] + connection)
+        let submitted = try await LeveeProcess.run(["submit", "--chat", "--prompt", "hello", "--model", "synthetic", "--json"] + connection)
         #expect(submitted.status == 0, "\(submitted)")
         let receipt = try #require(try JSONSerialization.jsonObject(with: Data(submitted.stdout.utf8)) as? [String: Any])
         let id = try #require(receipt["job_id"] as? String)
         #expect(receipt["offset"] as? Int != nil && receipt["partition"] as? Int != nil)
-        let result = try LeveeProcess.run(["result", id, "--wait", "60", "--json"] + connection, timeout: 90)
+        let result = try await LeveeProcess.run(["result", id, "--wait", "60", "--json"] + connection, timeout: 90)
         #expect(result.status == 0, "\(result)")
         let record = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
         #expect(record["status"] as? String == "succeeded")
         #expect((record["worker"] as? [String: Any])?["id"] as? String == "cli-w")
-        let trace = try LeveeProcess.run(["trace", id] + connection, timeout: 60)
+        let trace = try await LeveeProcess.run(["trace", id] + connection, timeout: 60)
         #expect(trace.status == 0 && trace.stdout.contains("diagnosis: succeeded on cli-w"), "\(trace)")
         #expect(trace.stdout.contains("received") && trace.stdout.contains("cli-w@"))
-        let unknownTrace = try LeveeProcess.run(["trace", "019ab0f2-7c41-7a3e-9b1d-2f6c8e4a1b07"] + connection, timeout: 60)
+        let unknownTrace = try await LeveeProcess.run(["trace", "019ab0f2-7c41-7a3e-9b1d-2f6c8e4a1b07"] + connection, timeout: 60)
         #expect(unknownTrace.status == 2 && unknownTrace.stderr.contains("unknown job id"))
         // A job for a model the worker does not serve is poison: failed at once, not retried.
-        let wrong = try LeveeProcess.run(["submit", "--prompt", "x", "--model", "gpt-9", "--json"] + connection)
+        let wrong = try await LeveeProcess.run(["submit", "--prompt", "x", "--model", "gpt-9", "--json"] + connection)
         let wrongID = try #require((try JSONSerialization.jsonObject(with: Data(wrong.stdout.utf8)) as? [String: Any])?["job_id"] as? String)
-        let failed = try LeveeProcess.run(["result", wrongID, "--wait", "60", "--json"] + connection, timeout: 90)
+        let failed = try await LeveeProcess.run(["result", wrongID, "--wait", "60", "--json"] + connection, timeout: 90)
         #expect(failed.stdout.contains("\"poison_input\"") && failed.stdout.contains("unknown model"), "\(failed)")
         // Unknown job: exit 2, says so.
-        let none = try LeveeProcess.run(["result", "019ab0f2-7c41-7a3e-9b1d-2f6c8e4a1b07"] + connection, timeout: 60)
+        let none = try await LeveeProcess.run(["result", "019ab0f2-7c41-7a3e-9b1d-2f6c8e4a1b07"] + connection, timeout: 60)
         #expect(none.status == 2 && none.stderr.contains("no result"))
         worker.signal(SIGTERM)
-        let out = worker.waitForExit(timeout: 60)
+        let out = await worker.waitForExit(timeout: 60)
         #expect(out.status == 0, "graceful stop: \(out)")
         #expect(out.stderr.contains("\"stage\":\"received\""), "the worker logs trace events as JSON lines")
     }
