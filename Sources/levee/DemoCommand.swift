@@ -27,6 +27,10 @@ enum DemoCommand: LeveeCommand {
       --model PATH      the GGUF file (default: the one scripts/setup fetched)   [LEVEE_MODEL]
       --timeout S       give up waiting after S seconds (default 600)
       --json            the summary as one JSON object (progress still goes to stderr)
+      --http ADDR:PORT  serve each worker's /metrics /healthz /readyz while the demo runs: worker i
+                        on PORT+i-1 (port 0: any free ports); the addresses are printed on stderr
+      --linger S        keep the workers and their endpoints up S seconds after the burst
+                        (default 0; SIGTERM or Ctrl-C ends the wait early)
 
     The embedded cluster does not enforce Kafka transactions (see KAFKA-HERE.md); run the
     workers against Apache Kafka (compose.yaml) for the full exactly-once guarantee.
@@ -88,7 +92,14 @@ enum DemoCommand: LeveeCommand {
         let maxTokens = try arguments.option("--max-tokens", as: Int.self) ?? 48
         let timeout = try arguments.option("--timeout", as: Double.self) ?? 600
         let modelPath = try arguments.option("--model")
+        let http = try arguments.option("--http")
+        let linger = try arguments.option("--linger", as: Double.self) ?? 0
         try arguments.finish()
+        guard linger >= 0, linger.isFinite else { throw CommandFailure.usage("--linger expects seconds ≥ 0") }
+        var httpBase: HTTPListenerAddress?
+        if let http {
+            do { httpBase = try HTTPListenerAddress(parsing: http) } catch { throw CommandFailure.usage("--http: \(error)") }
+        }
         guard (1...100_000).contains(jobs) else { throw CommandFailure.usage("--jobs expects 1...100000") }
         guard (1...64).contains(workerCount) else { throw CommandFailure.usage("--workers expects 1...64") }
         guard (1...256).contains(concurrency) else { throw CommandFailure.usage("--concurrency expects 1...256") }
@@ -118,6 +129,20 @@ enum DemoCommand: LeveeCommand {
             // when records arrive meanwhile; Kafka answers at once. Keep the demo's queue time honest.
             c.consumerProperties = ["session.timeout.ms": "6000", "heartbeat.interval.ms": "500", "fetch.wait.max.ms": "10"]
             return Worker(connection: connection, configuration: c, engine: engine)
+        }
+        var listeners: [HTTPListener] = []
+        defer { listeners.forEach { $0.stop() } }
+        if let httpBase {
+            for (i, worker) in workers.enumerated() {
+                let port = httpBase.port == 0 ? 0 : httpBase.port + UInt16(i)
+                let listener = HTTPListener(configuration: .init(address: HTTPListenerAddress(host: httpBase.host, port: port)))
+                listener.serveOperations(metrics: worker.metrics.registry) { worker.readiness }
+                do {
+                    let bound = try listener.start()
+                    printError("demo: \(worker.configuration.workerID) serves /metrics /healthz /readyz on http://\(bound.host):\(bound.port)")
+                } catch { throw CommandFailure.failed("\(error)") }
+                listeners.append(listener)
+            }
         }
         let client = try JobClient(connection: connection)
         let collector = try await ResultCollector(connection: connection)
@@ -170,6 +195,14 @@ enum DemoCommand: LeveeCommand {
             let drainSeconds = (ContinuousClock.now - drainStart).milliseconds / 1000
             // A moment for any late duplicate to show up before counting.
             try await Task.sleep(for: .milliseconds(500))
+            if linger > 0 {
+                printError("demo: burst done; workers and their endpoints stay up for \(linger) s (SIGTERM or Ctrl-C ends it)")
+                let stop = StopFlag()
+                try await withTerminationSignals({ stop.set() }) {
+                    let end = ContinuousClock.now + .milliseconds(Int64(linger * 1000))
+                    while !stop.isSet && ContinuousClock.now < end { try? await Task.sleep(for: .milliseconds(100)) }
+                }
+            }
             for w in workers { w.shutdown() }
             for _ in workers { try await group.next() }
             let snap = collector.snapshot
