@@ -38,7 +38,7 @@ enum WorkerCommand: LeveeCommand {
       --http ADDR:PORT        serve /metrics, /healthz, /readyz (port 0: any free port; the
                               address is logged)                                [LEVEE_HTTP]
       --log-content           include prompts and outputs in the logs (off by default)
-      --quiet                 no event log lines
+      --quiet                 no event log lines (start-up problems are still logged)
 
     \(EngineOptions.help)
 

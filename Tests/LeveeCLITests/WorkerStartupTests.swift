@@ -141,8 +141,11 @@ import Testing
         let last = out.stderr.split(separator: "\n").last.map(String.init) ?? ""
         #expect(last.hasPrefix("levee worker: cannot reach the Kafka brokers at 127.0.0.1:1: "), "\(last)")
         #expect(last.contains("Connection refused") && last.contains("(--startup-timeout)"), "\(last)")
-        #expect(Self.jsonLines(out.stderr).filter { $0["brokers"] as? String == "127.0.0.1:1" }.count >= 2,
-                "it retried within the 3 s: \(out.stderr)")
+        #expect(last.contains("gave up after"), "\(last)")
+        // Every attempt logged (how many fit in 3 s depends on the machine; the retry spacing is
+        // checked in unreachableBrokersThenTheyAppear).
+        let attempts = Self.jsonLines(out.stderr).filter { $0["brokers"] as? String == "127.0.0.1:1" }
+        #expect(!attempts.isEmpty && attempts.last?["msg"].map { "\($0)" }?.hasSuffix("giving up") == true, "\(out.stderr)")
 
         let once = try LeveeProcess.run(["worker", "--brokers", "127.0.0.1:1", "--startup-timeout", "0"] + Self.engine, timeout: 60)
         #expect(once.status == 1 && !once.timedOut, "\(once)")
