@@ -14,8 +14,15 @@ import Testing
     static func get(_ url: String) async throws -> (status: Int, body: String) {
         var request = URLRequest(url: try #require(URL(string: url)))
         request.timeoutInterval = 30
-        let (data, response) = try await URLSession.shared.data(for: request)
-        return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
+        var answer: (status: Int, body: String) = (0, "")
+        // The listener gives a request head 2 s from accept, then answers 408; on a machine this
+        // loaded the client can miss that, so 408 means "ask again", not an answer about readiness.
+        for _ in 0..<5 {
+            let (data, response) = try await URLSession.shared.data(for: request)
+            answer = ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
+            if answer.status != 408 { break }
+        }
+        return answer
     }
 
     /// Polls `condition` on the worker's stderr until it holds (or `timeout` seconds pass).

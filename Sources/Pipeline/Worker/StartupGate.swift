@@ -123,7 +123,7 @@ public final class StartupGate: Sendable {
                     problem = "cannot reach the Kafka brokers at \(connection.bootstrapServers): \(reason)"
                 case .topicsMissing(let missing):
                     problem = "the Kafka brokers at \(connection.bootstrapServers) answer but these topics are missing: "
-                        + missing.joined(separator: ", ") + " (create them with `levee topics create`)"
+                        + missing.joined(separator: ", ") + " (create them with `levee topics create`, or check --prefix)"
                 }
                 state.withLock { $0.problem = problem }
                 if let deadline, ContinuousClock.now + delay > deadline {
