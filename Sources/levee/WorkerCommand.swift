@@ -14,6 +14,11 @@ enum WorkerCommand: LeveeCommand {
     Logs every trace event as a JSON line on stderr. SIGTERM/SIGINT: stop taking jobs, hand back
     queued ones, finish running ones (up to --drain-timeout), commit, leave the group.
 
+    At start the worker waits for its brokers and topics: while they cannot be reached (or a topic
+    is missing) it logs each attempt with librdkafka's reason, retries after 1 s, 2 s, 4 s ... up to
+    30 s between attempts, answers /healthz 200 and /readyz 503 with the reason, and starts as
+    soon as they are there. SIGTERM during the wait exits 0.
+
     Worker options:
       --worker-id ID          stable id: static group membership and transactional.id
                               (default <host>-<pid>)                            [LEVEE_WORKER_ID]
@@ -27,9 +32,13 @@ enum WorkerCommand: LeveeCommand {
       --retry-base-ms N       first retry delay; doubles each attempt (default 1000)
       --heartbeat-interval-ms N  heartbeat to the workers topic this often (default 2000);
                               levee status calls a worker dead after 3 missed intervals
-      --http ADDR:PORT        serve /metrics, /healthz, /readyz                 [LEVEE_HTTP]
+      --startup-timeout S     give up (exit 1) if the brokers or topics are not usable within S
+                              seconds; 0 = one attempt only (default: wait forever)
+                                                                                [LEVEE_STARTUP_TIMEOUT]
+      --http ADDR:PORT        serve /metrics, /healthz, /readyz (port 0: any free port; the
+                              address is logged)                                [LEVEE_HTTP]
       --log-content           include prompts and outputs in the logs (off by default)
-      --quiet                 no event log lines
+      --quiet                 no event log lines (start-up problems are still logged)
 
     \(EngineOptions.help)
 
@@ -73,6 +82,13 @@ enum WorkerCommand: LeveeCommand {
             guard v >= 10 else { throw CommandFailure.usage("--heartbeat-interval-ms expects ≥ 10") }
             configuration.heartbeatInterval = .milliseconds(v)
         }
+        var startupTimeout: Duration?
+        if let text = try arguments.option("--startup-timeout") ?? environment["LEVEE_STARTUP_TIMEOUT"] {
+            guard let v = Double(text), v >= 0, v.isFinite else {
+                throw CommandFailure.usage("--startup-timeout expects seconds ≥ 0, got '\(text)'")
+            }
+            startupTimeout = .milliseconds(Int64(v * 1000))
+        }
         let http = try arguments.option("--http") ?? environment["LEVEE_HTTP"]
         configuration.logContent = arguments.flag("--log-content")
         configuration.logEvents = !arguments.flag("--quiet")
@@ -83,20 +99,31 @@ enum WorkerCommand: LeveeCommand {
         configuration.limits.knownModels = [engineOptions.modelName, engineOptions.engine.modelID]
 
         let worker = Worker(connection: options.connection, configuration: configuration, engine: engineOptions.engine)
+        let layout = options.connection.layout
+        let gate = StartupGate(connection: options.connection,
+                               topics: [layout.jobs, layout.retry, layout.results, layout.deadLetters, layout.trace, layout.workers, layout.control],
+                               configuration: .init(timeout: startupTimeout))
         var listener: HTTPListener?
         if let http {
             let address: HTTPListenerAddress
             do { address = try HTTPListenerAddress(parsing: http) } catch { throw CommandFailure.usage("--http: \(error)") }
             let l = HTTPListener(configuration: .init(address: address))
-            l.serveOperations(metrics: worker.metrics.registry) { worker.readiness }
-            do { _ = try l.start() } catch { throw CommandFailure.failed("\(error)") }
+            l.serveOperations(metrics: worker.metrics.registry) { gate.isOpen ? worker.readiness : gate.readiness }
+            do {
+                let bound = try l.start()
+                printError("levee worker: serving /metrics /healthz /readyz on http://\(bound.host):\(bound.port)")
+            } catch { throw CommandFailure.failed("\(error)") }
             listener = l
         }
         defer { listener?.stop() }
         do {
-            try await withTerminationSignals({ worker.shutdown() }) {
+            try await withTerminationSignals({ gate.stop(); worker.shutdown() }) {
+                // Brokers and topics first: a worker started before Kafka waits here, not in run().
+                guard try await gate.wait() else { return }
                 try await worker.run()
             }
+        } catch let failure as StartupGate.Failure {
+            throw CommandFailure.failed("\(failure)")
         } catch {
             throw CommandFailure.failed("\(error)")
         }

@@ -125,3 +125,127 @@ import Testing
         #expect(throws: JobValidationError.self) { try job.validate() }
     }
 }
+
+/// `levee status --json` and `levee doctor --json` (schemas status-report and doctor-report): the
+/// examples, reports Swift builds with every optional field, and reports read from a real cluster.
+@Suite struct ReportSchemaTests {
+    @Test func statusReportExample() throws {
+        let report = try SchemaTests.roundTrip(StatusReport.self, "status-report.json", schema: "status-report")
+        #expect(report.verdict == .attention && report.issues.map(\.kind) == ["dead_worker", "not_compacted"])
+        #expect(report.deadWorkers.map(\.id) == ["w-3"] && report.deadWorkers.first?.takenOverBy == ["w-1"])
+        #expect(report.lag.total == report.lag.partitions.map(\.lag).reduce(0, +))
+        let results = try #require(report.topics.first { $0.name == "levee.results" })
+        #expect(results.expectedCleanupPolicy == "compact" && results.cleanupPolicy == "delete")
+        #expect(results.warnings.first?.contains("old jobs lose their terminal record") == true)
+    }
+
+    @Test func doctorReportExample() throws {
+        let report = try SchemaTests.roundTrip(DoctorReport.self, "doctor-report.json", schema: "doctor-report")
+        // ok and counts are what Levee itself derives from the checks.
+        #expect(DoctorReport(checks: report.checks, at: report.at) == report)
+        #expect(!report.ok && report.checks(.fail).map(\.name) == ["topic levee.results"])
+        #expect(report.check("topic levee.results")?.fix?.contains("cleanup.policy=compact") == true)
+    }
+
+    /// A report with every optional field set, built the way `StatusReader` builds one.
+    static func fullStatusReport() -> StatusReport {
+        let now = Timestamp.now()
+        let job = JobID.make()
+        let jobs = TopicPartitionRef(topic: "levee.jobs", partition: 1)
+        let dead = StatusReport.Worker(
+            id: "w-9", host: "node-9", pid: 77, status: .dead, reportedState: .running, lastSeen: now.adding(milliseconds: -9000),
+            lastSeenAgoMs: 9000, heartbeatIntervalMs: 2000, startedAt: now.adding(milliseconds: -600_000), engine: "synthetic",
+            model: "synthetic", version: LeveeVersion.current, assigned: [jobs], currentJobs: [job],
+            running: [RunningJobRef(jobID: job, attempt: 2, since: now.adding(milliseconds: -12_000))], jobTimeoutMs: 5000,
+            jobsDone: 10, jobsFailed: 1, errors: 0, takenOverBy: ["w-1"])
+        var report = StatusReport(
+            at: now, verdict: .attention, summary: "", issues: [], group: "levee-workers",
+            brokers: .init(bootstrap: "b:9092", reachable: true, error: nil, list: [.init(id: 1, host: "b", port: 9092)], answeredBy: 1),
+            topics: [.init(name: "levee.results", purpose: "exactly one terminal record per job", exists: true, partitions: 4,
+                           expectedPartitions: 4, leaderless: [2], cleanupPolicy: "delete", retentionMs: -1, expectedCleanupPolicy: "compact",
+                           configError: nil, warnings: ["levee.results is not compacted (cleanup.policy=delete)"])],
+            lag: .init(total: 3, partitions: [.init(topic: "levee.jobs", partition: 1, committed: 5, low: 0, high: 8, lag: 3)], error: nil),
+            workers: [dead],
+            oldestUnfinished: .init(jobID: job, key: job.description, topic: "levee.jobs", partition: 1, offset: 5, attempt: 2,
+                                    submittedAt: now.adding(milliseconds: -20_000), ageMs: 20_000, notBefore: now, hasResult: false),
+            stuck: [.init(jobID: job, worker: "w-9", host: "node-9", attempt: 2, stage: .inferenceStarted,
+                          since: now.adding(milliseconds: -12_000), runningMs: 12_000, limitMs: 5000)])
+        report.issues = StatusReader.issues(report)
+        report.summary = StatusReader.summary(report)
+        return report
+    }
+
+    @Test func statusReportSwiftBuildsIsValid() throws {
+        let report = Self.fullStatusReport()
+        #expect(Set(report.issues.map(\.kind)) == ["dead_worker", "not_compacted", "stuck_job", "no_live_worker"])
+        let data = try LeveeJSON.encode(report)
+        #expect(try LeveeJSON.decode(StatusReport.self, from: data) == report)
+        let (status, output) = try SchemaTests.schemaCheck("status-report", [data])
+        #expect(status == 0, "\(output)")
+        // The schema is not a rubber stamp: a healthy verdict with issues, an unknown liveness,
+        // and a missing field are rejected.
+        var healthy = report
+        healthy.verdict = .healthy
+        var object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        var workers = try #require(object["workers"] as? [[String: Any]])
+        workers[0]["status"] = "zombie"
+        object["workers"] = workers
+        var noLag = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        noLag["lag"] = nil
+        for bad in [try LeveeJSON.encode(healthy), try JSONSerialization.data(withJSONObject: object),
+                    try JSONSerialization.data(withJSONObject: noLag)] {
+            #expect(try SchemaTests.schemaCheck("status-report", [bad]).0 == 1)
+        }
+    }
+
+    @Test(.timeLimit(.minutes(2))) func statusReadFromAClusterIsValid() async throws {
+        // Embedded cluster: a dead worker's heartbeat and a job nobody ran, so workers, lag and the
+        // oldest unfinished job are all filled in from real records.
+        let h = try PipelineHarness(partitions: 2)
+        let now = Timestamp.now()
+        try await StatusTests.plant(h, [StatusTests.beat("w-gone", at: now.adding(milliseconds: -60_000),
+                                                         assigned: [TopicPartitionRef(topic: h.connection.layout.jobs, partition: 0)])])
+        let client = try JobClient(connection: h.connection)
+        _ = try await client.submit(h.chatJob("waiting"))
+        try await client.close()
+        let group = h.connection.layout.prefix + "workers"
+        let report = await StatusReader.read(connection: h.connection, group: group, options: StatusTests.fast(group))
+        #expect(report.workers.first?.status == .dead && report.oldestUnfinished != nil && report.lag.total == 1, "\(report.summary)")
+        let (status, output) = try SchemaTests.schemaCheck("status-report", [try LeveeJSON.encode(report)])
+        #expect(status == 0, "\(output)")
+
+        // No broker: the unreachable report has the same shape.
+        var options = StatusReader.Options()
+        options.timeout = .seconds(2)
+        let unreachable = await StatusReader.read(connection: KafkaConnection(bootstrapServers: "127.0.0.1:1"), options: options)
+        #expect(unreachable.verdict == .unreachable && unreachable.issues.map(\.kind) == ["brokers_unreachable"])
+        let (status2, output2) = try SchemaTests.schemaCheck("status-report", [try LeveeJSON.encode(unreachable)])
+        #expect(status2 == 0, "\(output2)")
+    }
+
+    @Test(.timeLimit(.minutes(2))) func doctorReportsAreValid() async throws {
+        // A real run on the embedded cluster (warns: one broker), one with the topics missing
+        // (fails, each with its fix), and one with no broker at all.
+        let h = try PipelineHarness(partitions: 2)
+        let passing = await Doctor.run(DoctorTests.configuration(h.connection))
+        let missing = await Doctor.run(DoctorTests.configuration(
+            KafkaConnection(bootstrapServers: h.connection.bootstrapServers, layout: TopicLayout(prefix: DoctorTests.freshPrefix(), partitions: 2))))
+        var brokerless = DoctorTests.configuration(KafkaConnection(bootstrapServers: "127.0.0.1:1"))
+        brokerless.timeout = .seconds(2)
+        let unreachable = await Doctor.run(brokerless)
+        #expect(passing.ok && !missing.ok && !unreachable.ok)
+        #expect(passing.checks.contains { $0.status == .warn } && missing.checks.contains { $0.status == .skip || $0.status == .fail })
+        let documents = try [passing, missing, unreachable].map { try LeveeJSON.encode($0) }
+        let (status, output) = try SchemaTests.schemaCheck("doctor-report", documents)
+        #expect(status == 0, "\(output)")
+
+        // ok must agree with the checks, and a failure must say how to fix it.
+        var lying = missing
+        lying.ok = true
+        var unfixed = missing
+        if let i = unfixed.checks.firstIndex(where: { $0.status == .fail }) { unfixed.checks[i].fix = nil }
+        for bad in [lying, unfixed] {
+            #expect(try SchemaTests.schemaCheck("doctor-report", [try LeveeJSON.encode(bad)]).0 == 1)
+        }
+    }
+}

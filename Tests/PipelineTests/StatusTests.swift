@@ -233,6 +233,8 @@ import Testing
         #expect(results.cleanupPolicy == "delete" && results.expectedCleanupPolicy == "compact")
         #expect(results.warnings.count == 1)
         #expect(results.warnings.first?.contains("kafka-configs --bootstrap-server HOST:PORT --alter --entity-type topics --entity-name \(layout.results) --add-config cleanup.policy=compact") == true)
+        #expect(results.warnings.first?.contains("without compaction, retention deletes its records, so old jobs lose their terminal record") == true,
+                "\(results.warnings)")
         #expect(report.topics.first { $0.name == layout.workers }?.cleanupPolicy == "compact")
         let jobsRetention: Int64? = report.topics.first(where: { $0.name == layout.jobs })?.retentionMs
         #expect(jobsRetention == Int64(7 * 24 * 3600 * 1000))

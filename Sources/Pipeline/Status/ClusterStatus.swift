@@ -5,7 +5,7 @@ import Synchronization
 /// What `levee status` reports: brokers, Levee's topics and their configs, the worker group's
 /// lag, workers alive or dead (from their heartbeats), the oldest unfinished job and stuck jobs,
 /// with the issues that need an operator and a one-line verdict. Schema `levee.status/v1`.
-public struct StatusReport: Codable, Sendable {
+public struct StatusReport: Codable, Sendable, Equatable {
     public static let schemaID = "levee.status/v1"
 
     public var schema = Self.schemaID
@@ -35,7 +35,7 @@ public struct StatusReport: Codable, Sendable {
         public var detail: String
     }
 
-    public struct Brokers: Codable, Sendable {
+    public struct Brokers: Codable, Sendable, Equatable {
         public var bootstrap: String
         public var reachable: Bool
         public var error: String?
@@ -53,7 +53,7 @@ public struct StatusReport: Codable, Sendable {
     }
 
     /// One of Levee's topics as the cluster has it, against the layout.
-    public struct Topic: Codable, Sendable {
+    public struct Topic: Codable, Sendable, Equatable {
         public var name: String
         public var purpose: String
         public var exists: Bool
@@ -76,7 +76,7 @@ public struct StatusReport: Codable, Sendable {
     }
 
     /// The worker group's lag on the job and retry topics.
-    public struct Lag: Codable, Sendable {
+    public struct Lag: Codable, Sendable, Equatable {
         public var total: Int64
         public var partitions: [PartitionLag]
         /// Why lag could not be read, when it could not.
@@ -106,7 +106,7 @@ public struct StatusReport: Codable, Sendable {
     }
 
     /// A worker as its newest heartbeat describes it.
-    public struct Worker: Codable, Sendable {
+    public struct Worker: Codable, Sendable, Equatable {
         public var id: String
         public var host: String
         public var pid: Int32
@@ -139,7 +139,7 @@ public struct StatusReport: Codable, Sendable {
     }
 
     /// The oldest record not yet passed by the group's committed offset on the job and retry topics.
-    public struct UnfinishedJob: Codable, Sendable {
+    public struct UnfinishedJob: Codable, Sendable, Equatable {
         /// Nil when the record is not a readable job (it will be dead-lettered).
         public var jobID: JobID?
         public var key: String?
@@ -306,9 +306,21 @@ public enum StatusReader {
             }
             if spec.configs["cleanup.policy"] == "compact", let policy = topic.cleanupPolicy,
                !policy.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == "compact" }) {
+                // Say what is lost, in the topic's own terms.
+                let loss: String
+                switch spec.name {
+                case layout.results:
+                    loss = "so old jobs lose their terminal record (levee result, the reconciler and the workers' duplicate check no longer see that they finished)"
+                case layout.workers:
+                    loss = "so workers that stopped sending heartbeats drop out of levee status"
+                case layout.control:
+                    loss = "so old cancellations are forgotten"
+                default:
+                    loss = "so old \(spec.purpose) are lost"
+                }
                 topic.warnings.append(
-                    "\(spec.name) is not compacted (cleanup.policy=\(policy)): old \(spec.purpose) will be deleted by retention; fix: "
-                        + "kafka-configs --bootstrap-server HOST:PORT --alter --entity-type topics --entity-name \(spec.name) --add-config cleanup.policy=compact")
+                    "\(spec.name) is not compacted (cleanup.policy=\(policy)): without compaction, retention deletes its records, \(loss); "
+                        + "fix: set cleanup.policy=compact, e.g. kafka-configs --bootstrap-server HOST:PORT --alter --entity-type topics --entity-name \(spec.name) --add-config cleanup.policy=compact")
             }
             result.append(topic)
         }
