@@ -65,10 +65,10 @@ import Testing
           .timeLimit(.minutes(3)))
     func unreachableBrokersThenTheyAppear() async throws {
         let broker = try LeveeProcess.start(["broker", "--partitions", "2", "--levee-topics", "ws."])
-        defer { broker.signal(SIGTERM); _ = broker.waitForExit(timeout: 10) }
-        let bootstrap = try #require(broker.readLine(timeout: 30))
+        defer { broker.signal(SIGTERM); _ = broker.waitForExitBlocking(timeout: 10) }
+        let bootstrap = try #require(await broker.readLine(timeout: 30))
         broker.send("down 1\n")
-        #expect(broker.readLine(timeout: 30) == "ok broker 1 down")
+        #expect(await broker.readLine(timeout: 30) == "ok broker 1 down")
 
         let worker = try LeveeProcess.start(["worker", "--brokers", bootstrap, "--prefix", "ws.", "--worker-id", "ws-1",
                                              "--http", "127.0.0.1:0"] + Self.engine + Self.fastGroup)
@@ -97,7 +97,7 @@ import Testing
         #expect(notReady.body.contains("cannot reach the Kafka brokers at \(bootstrap)"), "\(notReady.body)")
 
         broker.send("up 1\n")
-        #expect(broker.readLine(timeout: 30) == "ok broker 1 up")
+        #expect(await broker.readLine(timeout: 30) == "ok broker 1 up")
         let ready = try await Self.waitForReady(base)
         #expect(ready.status == 200, "\(ready.body)\n\(worker.stderrSoFar)")
         let after = worker.stderrSoFar
@@ -105,15 +105,15 @@ import Testing
         #expect(after.contains("\"msg\":\"worker ws-1 started\""), "\(after)")
 
         worker.signal(SIGTERM)
-        let out = worker.waitForExit(timeout: 60)
+        let out = await worker.waitForExit(timeout: 60)
         #expect(out.status == 0 && !out.timedOut, "\(out)")
     }
 
     @Test("topics missing at start: readyz says which, the worker starts once they exist", .timeLimit(.minutes(3)))
     func missingTopicsThenCreated() async throws {
         let broker = try LeveeProcess.start(["broker", "--partitions", "2"])
-        defer { broker.signal(SIGTERM); _ = broker.waitForExit(timeout: 10) }
-        let bootstrap = try #require(broker.readLine(timeout: 30))
+        defer { broker.signal(SIGTERM); _ = broker.waitForExitBlocking(timeout: 10) }
+        let bootstrap = try #require(await broker.readLine(timeout: 30))
         let worker = try LeveeProcess.start(["worker", "--brokers", bootstrap, "--prefix", "wt.", "--worker-id", "wt-1",
                                              "--http", "127.0.0.1:0"] + Self.engine + Self.fastGroup)
         defer { worker.signal(SIGKILL) }
@@ -130,20 +130,20 @@ import Testing
 
         for topic in missing {
             broker.send("topic \(topic) 2\n")
-            let reply = broker.readLine(timeout: 30) ?? ""
+            let reply = await broker.readLine(timeout: 30) ?? ""
             #expect(reply.hasPrefix("ok"), "topic \(topic): \(reply)")
         }
         let ready = try await Self.waitForReady(base)
         #expect(ready.status == 200, "\(ready.body)\n\(worker.stderrSoFar)")
         #expect(worker.stderrSoFar.contains("\"msg\":\"worker wt-1 started\""))
         worker.signal(SIGTERM)
-        let out = worker.waitForExit(timeout: 60)
+        let out = await worker.waitForExit(timeout: 60)
         #expect(out.status == 0 && !out.timedOut, "\(out)")
     }
 
     @Test("--startup-timeout: gives up with the error and exit 1; 0 makes one attempt", .timeLimit(.minutes(2)))
-    func startupTimeoutGivesUp() throws {
-        let out = try LeveeProcess.run(["worker", "--brokers", "127.0.0.1:1", "--startup-timeout", "3"] + Self.engine, timeout: 60)
+    func startupTimeoutGivesUp() async throws {
+        let out = try await LeveeProcess.run(["worker", "--brokers", "127.0.0.1:1", "--startup-timeout", "3"] + Self.engine, timeout: 60)
         #expect(out.status == 1 && !out.timedOut, "\(out)")
         let last = out.stderr.split(separator: "\n").last.map(String.init) ?? ""
         #expect(last.hasPrefix("levee worker: cannot reach the Kafka brokers at 127.0.0.1:1: "), "\(last)")
@@ -154,7 +154,7 @@ import Testing
         let attempts = Self.jsonLines(out.stderr).filter { $0["brokers"] as? String == "127.0.0.1:1" }
         #expect(!attempts.isEmpty && attempts.last?["msg"].map { "\($0)" }?.hasSuffix("giving up") == true, "\(out.stderr)")
 
-        let once = try LeveeProcess.run(["worker", "--brokers", "127.0.0.1:1", "--startup-timeout", "0"] + Self.engine, timeout: 60)
+        let once = try await LeveeProcess.run(["worker", "--brokers", "127.0.0.1:1", "--startup-timeout", "0"] + Self.engine, timeout: 60)
         #expect(once.status == 1 && !once.timedOut, "\(once)")
         #expect(once.stderr.contains("gave up after 1 attempt "), "\(once.stderr)")
         #expect(Self.jsonLines(once.stderr).filter { $0["brokers"] != nil }.count == 1, "\(once.stderr)")
@@ -168,17 +168,17 @@ import Testing
         #expect(text.contains("cannot reach the Kafka brokers at 127.0.0.1:1"), "\(text)")
         worker.signal(SIGTERM)
         // Generous bound for a loaded machine; the wait itself ends at once.
-        let out = worker.waitForExit(timeout: 30)
+        let out = await worker.waitForExit(timeout: 30)
         #expect(out.status == 0 && !out.timedOut, "\(out)")
         #expect(!out.stderr.contains("started\""), "\(out.stderr)")
     }
 
-    @Test func usageErrors() throws {
+    @Test func usageErrors() async throws {
         for bad in ["-1", "soon", "nan"] {
-            let out = try LeveeProcess.run(["worker", "--brokers", "127.0.0.1:1", "--startup-timeout", bad] + Self.engine)
+            let out = try await LeveeProcess.run(["worker", "--brokers", "127.0.0.1:1", "--startup-timeout", bad] + Self.engine)
             #expect(out.status == 64 && out.stderr.contains("--startup-timeout"), "\(bad): \(out)")
         }
-        let help = try LeveeProcess.run(["worker", "--help"])
+        let help = try await LeveeProcess.run(["worker", "--help"])
         #expect(help.status == 0 && help.stdout.contains("--startup-timeout"))
     }
 }
