@@ -281,6 +281,18 @@ public final class Worker: Sendable {
         case .failure(let reason):
             let jobID = message.keyString.flatMap(JobID.init(string:))
             let source = Source(partition: partition, offset: message.offset, epoch: epoch, generation: state.withLock { $0.generation })
+            // A poison record read again (redelivered after a crash or rebalance, before its offset
+            // was committed) already has its failed result: the same duplicate check as for jobs,
+            // or it gets a second terminal record and a second dead letter.
+            if let jobID {
+                await waitForIndex()
+                if state.withLock({ $0.isDuplicate(jobID) }) {
+                    state.withLock { $0.statistics.duplicatesSkipped += 1 }
+                    log(.init(message: "poison record already dead-lettered; skipped", fields: ["job_id": jobID.description]))
+                    finish(Outcome(jobID: jobID, source: source, records: [], status: nil, deadLettered: false), context)
+                    return
+                }
+            }
             finish(poisonOutcome(jobID: jobID, reason: reason, original: bytes, source: source, message: message), context)
         case .success(let job):
             await waitForIndex()
