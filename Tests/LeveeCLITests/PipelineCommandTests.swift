@@ -37,7 +37,7 @@ import Testing
         #expect((trace["diagnosis"] as? String)?.hasPrefix("succeeded on demo-w") == true, "\(trace)")
     }
 
-    @Test(arguments: ["demo", "submit", "result", "cancel", "worker", "trace", "reconcile", "status", "doctor", "topics", "generate", "tokenize", "broker", "bench", "version",
+    @Test(arguments: ["demo", "submit", "result", "cancel", "worker", "trace", "reconcile", "chaos", "status", "doctor", "topics", "generate", "tokenize", "broker", "bench", "version",
                       "bench kafka", "bench inference"])
     func everyCommandHasHelp(_ command: String) throws {
         let words = command.split(separator: " ").map(String.init)

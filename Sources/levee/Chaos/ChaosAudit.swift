@@ -4,8 +4,8 @@ import Pipeline
 
 /// Reads whole topics to their current end with a fresh consumer each time (no group, no
 /// long-lived reader: noida-db's read_committed live reader was seen to stop receiving, so the
-/// counts come from bounded scans). Remembers where each partition ended, so progress scans only
-/// read what is new.
+/// counts come from bounded scans). Remembers the last record read in each partition, so progress
+/// scans only read what is new.
 final class ChaosTopicScan: @unchecked Sendable {
     // @unchecked: used from one task at a time (the chaos loop, then the final audit).
     let connection: KafkaConnection
@@ -54,7 +54,9 @@ final class ChaosTopicScan: @unchecked Sendable {
                     next[tp] = max(next[tp] ?? 0, message.offset + 1)
                     visit(message)
                 case .partitionEnd(let end):
-                    next[end.topicPartition] = max(next[end.topicPartition] ?? 0, end.offset)
+                    // The next read starts after the last record seen, not at the end reported
+                    // here: under read_committed on noida-db the reported end was seen to lie past
+                    // a record whose transaction committed later (a progress scan then never saw it).
                     pending.remove(end.topicPartition)
                 default:
                     break

@@ -197,6 +197,7 @@ final class ChaosRun: @unchecked Sendable {
                 throw CommandFailure.failed("the embedded broker did not start; see \(workDirectory.path)/broker.log")
             }
             bootstrap = line.trimmingCharacters(in: .whitespaces)
+            say("started the embedded broker (pid \(process.pid))")
             control = BrokerControl(path: socket)
             _ = try control?.request("status")
         default:
@@ -213,6 +214,7 @@ final class ChaosRun: @unchecked Sendable {
             noida = try ChaosProcess(name: "noida-db", executable: noidaPath,
                                      arguments: ["start", "--only", "kafka", "--kafka-port", String(port), "--data-dir", data.path],
                                      log: workDirectory.appendingPathComponent("noida.log"))
+            say("started noida-db (pid \(noida?.pid ?? 0))")
             let deadline = ContinuousClock.now + .seconds(30)
             while !chaosPortOpen(port) {
                 guard noida?.isRunning == true, ContinuousClock.now < deadline else {
@@ -331,6 +333,7 @@ final class ChaosRun: @unchecked Sendable {
         let process = try ChaosProcess(name: slots[i].id, executable: leveePath, arguments: workerArguments(slots[i].id),
                                        log: workDirectory.appendingPathComponent("\(slots[i].id).log"))
         slots[i].process = process
+        say("started \(slots[i].id) (pid \(process.pid))")
         slots[i].restartAt = nil
         slots[i].terminatingSince = nil
         slots[i].killed = false
