@@ -159,3 +159,33 @@ import Testing
         #expect(worker.statistics.deadLettered == 1 && worker.statistics.duplicatesSkipped == 1, "\(worker.statistics)")
     }
 }
+
+/// Found by `levee chaos`: after SIGTERM the read loop went on taking jobs from the consumer's
+/// buffer (which hands out what it holds even to a cancelled reader and keeps being refilled), so
+/// a worker with a backlog never got to its final commit. After `shutdown()` the worker must take
+/// no new jobs: with 120 slow jobs queued, it stops long before running them all. (Embedded mock.)
+@Suite(.serialized) struct ShutdownStopsReadingTests {
+    @Test(.timeLimit(.minutes(3))) func aWorkerWithABacklogStopsTakingJobsOnShutdown() async throws {
+        let h = try PipelineHarness(partitions: 1)
+        var config = h.workerConfiguration("w-backlog", concurrency: 1)
+        config.drainTimeout = .seconds(5)
+        let worker = Worker(connection: h.connection, configuration: config, engine: ScriptedEngine(tokenDelay: .milliseconds(40)))
+        let client = try JobClient(connection: h.connection)
+        for i in 0..<120 { _ = try await client.submit(h.chatJob("backlog \(i)")) }
+        try await client.close()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await worker.run() }
+            let deadline = ContinuousClock.now + .seconds(90)
+            while worker.statistics.succeeded < 3 && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(worker.statistics.succeeded >= 3)
+            worker.shutdown()
+            try await group.next()
+        }
+        let s = worker.statistics
+        // Without the fix it ran (nearly) the whole backlog before stopping.
+        #expect(s.succeeded < 60, "\(s)")
+        #expect(s.received < 120, "\(s)")
+    }
+}

@@ -192,6 +192,10 @@ public final class Worker: Sendable {
 
     func readLoop(_ context: RunContext) async throws {
         for try await event in context.consumer.events {
+            // The consumer's event buffer hands out what it holds even to a cancelled reader, and
+            // keeps filling while partitions are assigned: without this check a worker told to stop
+            // went on taking jobs (found by `levee chaos`: SIGTERMed workers never finished draining).
+            if Task.isCancelled || stopRequested.isFired { return }
             switch event {
             case .partitionsAssigned(let partitions):
                 await assign(partitions.map { TopicPartitionRef(topic: $0.topic, partition: $0.partition) }, context)
