@@ -93,8 +93,16 @@ final class ChaosRun: @unchecked Sendable {
         say("\(jobs.count) jobs accepted; chaos for up to \(Int(options.duration)) s while they drain")
 
         // Chaos while the jobs drain.
-        let results = ChaosTopicScan(connection: connection, topics: [connection.layout.results])
+        // Progress reads the results topic from the beginning each time: on noida-db a reader that
+        // continued from where it stopped was seen to miss records for good (see RELIABILITY.md).
         var progress = ResultTally()
+        func rescan(timeout: Duration) async {
+            let scan = ChaosTopicScan(connection: connection, topics: [connection.layout.results])
+            var fresh = ResultTally()
+            if (try? await scan.read(timeout: timeout) { fresh.apply($0) }) != nil || fresh.records.count > progress.records.count {
+                progress = fresh
+            }
+        }
         func done() -> Int { ids.reduce(0) { $0 + (progress.records[$1] == nil ? 0 : 1) } }
         let chaosStart = ContinuousClock.now
         let chaosEnd = chaosStart + .milliseconds(Int64(options.duration * 1000))
@@ -113,7 +121,7 @@ final class ChaosRun: @unchecked Sendable {
             if options.broker == "embedded" && now >= nextFault { injectFault(now: now); nextFault = now + seconds(options.faultEvery) }
             if now - lastScan >= .seconds(2) {
                 lastScan = now
-                try? await results.read(timeout: .seconds(5)) { progress.apply($0) }
+                await rescan(timeout: .seconds(5))
                 finished = done()
                 say("\(finished)/\(ids.count) terminal · \(kills.count) kills · \(gracefulStops) graceful stops · \(faults.total) broker faults · \(String(format: "%.0f", (ContinuousClock.now - chaosStart).seconds)) s")
             }
@@ -133,7 +141,7 @@ final class ChaosRun: @unchecked Sendable {
             try supervise(now: .now, restartNow: true)
             if ContinuousClock.now - lastScan >= .seconds(2) {
                 lastScan = .now
-                try? await results.read(timeout: .seconds(10)) { progress.apply($0) }
+                await rescan(timeout: .seconds(10))
                 finished = done()
                 say("draining: \(finished)/\(ids.count) terminal")
             }
@@ -153,7 +161,7 @@ final class ChaosRun: @unchecked Sendable {
             let until = ContinuousClock.now + .seconds(120)
             while ContinuousClock.now < until {
                 try supervise(now: .now, restartNow: true)
-                try? await results.read(timeout: .seconds(10)) { progress.apply($0) }
+                await rescan(timeout: .seconds(10))
                 if waitFor.allSatisfy({ progress.records[$0] != nil }) { break }
                 try await Task.sleep(for: .seconds(1))
             }
