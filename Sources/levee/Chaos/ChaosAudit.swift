@@ -298,7 +298,7 @@ struct ChaosSummary: Encodable {
                   + "read_uncommitted \(duplicates.readUncommitted.extraRecords) (\(duplicates.readUncommitted.jobs) jobs)")
         t += line("dead letters", String(deadLetters))
         t += line("re-enqueued by the reconciler", String(requeuedByReconciler))
-        t += line("kill → jobs finished elsewhere", killRecovery.longestMs.map { "longest \(String(format: "%.1f", Double($0) / 1000)) s over \(killRecovery.jobsMoved) moved jobs" } ?? "no job was held by a killed worker")
+        t += line("kill → jobs finished elsewhere", killRecovery.longestMs.map { "longest \(String(format: "%.1f", Double($0) / 1000)) s over \(killRecovery.jobsMoved) moved jobs (\(killRecovery.longestJob ?? "?"))" } ?? "no job was held by a killed worker")
         t += line("traces complete", trace.complete ? "yes" : "no: \(trace.incomplete) incomplete, e.g. \(trace.examples.first ?? "")")
         t += line("reconciler", reconciler)
         if let logs { t += line("logs", logs) }

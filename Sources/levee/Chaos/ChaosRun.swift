@@ -397,7 +397,11 @@ final class ChaosRun: @unchecked Sendable {
     }
 
     private func terminateOne(now: ContinuousClock.Instant) {
-        let candidates = running(excluding: lastKilled.map { [$0] } ?? [])
+        // Only workers that have had time to start: before its signal handler is installed a
+        // worker simply dies of SIGTERM, which tests nothing.
+        let candidates = running(excluding: lastKilled.map { [$0] } ?? []).filter {
+            slots[$0].process.map { now - $0.startedAt > .seconds(3) } ?? false
+        }
         guard candidates.count >= 2 || (candidates.count == 1 && slots.count == 1),
               let i = candidates.randomElement(using: &random), let p = slots[i].process else { return }
         p.signal(SIGTERM)
