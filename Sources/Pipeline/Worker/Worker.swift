@@ -195,7 +195,7 @@ public final class Worker: Sendable {
             // The consumer's event buffer hands out what it holds even to a cancelled reader, and
             // keeps filling while partitions are assigned: without this check a worker told to stop
             // went on taking jobs (found by `levee chaos`: SIGTERMed workers never finished draining).
-            if Task.isCancelled || stopRequested.isFired { return }
+            if stopping { return }
             switch event {
             case .partitionsAssigned(let partitions):
                 await assign(partitions.map { TopicPartitionRef(topic: $0.topic, partition: $0.partition) }, context)
@@ -290,6 +290,7 @@ public final class Worker: Sendable {
             // or it gets a second terminal record and a second dead letter.
             if let jobID {
                 await waitForIndex()
+                if stopping { return }
                 if state.withLock({ $0.isDuplicate(jobID) }) {
                     state.withLock { $0.statistics.duplicatesSkipped += 1 }
                     log(.init(message: "poison record already dead-lettered; skipped", fields: ["job_id": jobID.description]))
@@ -300,6 +301,7 @@ public final class Worker: Sendable {
             finish(poisonOutcome(jobID: jobID, reason: reason, original: bytes, source: source, message: message), context)
         case .success(let job):
             await waitForIndex()
+            if stopping { return }
             let item = WorkItem(job: job, partition: partition, offset: message.offset, epoch: epoch,
                                 generation: state.withLock { $0.generation }, receivedAt: receivedAt)
             let duplicate = state.withLock { $0.isDuplicate(job.jobID) }
@@ -323,6 +325,12 @@ public final class Worker: Sendable {
             await context.queue.put(item)
         }
     }
+
+    /// True once shutdown began (or the run was cancelled). `waitForIndex` returns early then, so
+    /// the duplicate check must not run: with an index still catching up it misses results and a
+    /// second terminal record follows (found by `levee chaos`: a worker SIGTERMed right after its
+    /// start dead-lettered a poison job a second time). The record is left for the next owner.
+    var stopping: Bool { Task.isCancelled || stopRequested.isFired }
 
     /// Waits until the results index has read every result committed before the latest
     /// assignment (bounded by `indexCatchUpTimeout`).

@@ -337,11 +337,22 @@ final class ChaosRun: @unchecked Sendable {
          "-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500"]
     }
 
+    /// The worker id for the slot's next start. On noida the id is stable, as in production (a
+    /// restarted worker fences its predecessor's transactions through the same transactional.id).
+    /// On the embedded mock every start gets a new id: a static member rejoining under the same
+    /// group.instance.id while its old join was pending crashed the mock's group coordinator
+    /// (librdkafka 2.0.2: rdkafka_mock_cgrp.c:567 `!member->resp`), and the mock enforces no
+    /// fencing anyway.
+    private func nextWorkerID(_ i: Int) -> String {
+        options.broker == "embedded" && slots[i].starts > 0 ? "\(slots[i].id)-\(slots[i].starts + 1)" : slots[i].id
+    }
+
     private func startWorker(_ i: Int) throws {
-        let process = try ChaosProcess(name: slots[i].id, executable: leveePath, arguments: workerArguments(slots[i].id),
+        let workerID = nextWorkerID(i)
+        let process = try ChaosProcess(name: workerID, executable: leveePath, arguments: workerArguments(workerID),
                                        log: workDirectory.appendingPathComponent("\(slots[i].id).log"))
         slots[i].process = process
-        say("started \(slots[i].id) (pid \(process.pid))")
+        say("started \(workerID) (pid \(process.pid))")
         slots[i].restartAt = nil
         slots[i].terminatingSince = nil
         slots[i].killed = false
