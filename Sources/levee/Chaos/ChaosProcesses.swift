@@ -10,10 +10,37 @@ final class ChaosChildren: Sendable {
     func register(_ pid: Int32, _ name: String) { pids.withLock { $0[pid] = name } }
     func forget(_ pid: Int32) { pids.withLock { _ = $0.removeValue(forKey: pid) } }
 
-    /// SIGKILLs every registered child (the emergency path: the run was interrupted).
+    /// SIGKILLs every registered child and its descendants (the emergency path: the run was
+    /// interrupted).
     func killAll() {
-        for pid in pids.withLock({ Array($0.keys) }) { kill(pid, SIGKILL) }
+        for pid in pids.withLock({ Array($0.keys) }) {
+            let family = [pid] + chaosDescendants(of: pid)
+            for member in family { kill(member, SIGKILL) }
+        }
     }
+}
+
+/// Every process below `pid` (children, their children, …), from /proc. noida-db's launcher is a
+/// Python script whose broker binary is its child: stopping the launcher alone left the broker
+/// running.
+func chaosDescendants(of pid: Int32) -> [Int32] {
+    guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+    var parent: [Int32: Int32] = [:]
+    for entry in entries {
+        guard let child = Int32(entry),
+              let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { continue }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        if fields.count > 1, let ppid = Int32(fields[1]) { parent[child] = ppid }
+    }
+    var found: [Int32] = []
+    var frontier = [pid]
+    while let next = frontier.popLast() {
+        let children = parent.filter { $0.value == next }.map(\.key)
+        found += children
+        frontier += children
+    }
+    return found
 }
 
 /// One child process of the chaos run: a worker, the embedded broker or noida-db.
@@ -97,13 +124,27 @@ final class ChaosProcess: @unchecked Sendable {
         return true
     }
 
-    /// SIGTERM, then SIGKILL if it has not exited after `grace`.
+    /// SIGTERM to the process and its descendants, then SIGKILL to whatever is left after `grace`.
     func stop(grace: Duration) async {
-        guard process.isRunning else { ChaosChildren.shared.forget(pid); return }
+        let family = chaosDescendants(of: pid)
+        guard process.isRunning || !family.isEmpty else { ChaosChildren.shared.forget(pid); return }
         signal(SIGTERM)
-        if await waitForExit(timeout: grace) { return }
+        for member in family { kill(member, SIGTERM) }
+        let deadline = ContinuousClock.now + grace
+        while ContinuousClock.now < deadline && (process.isRunning || family.contains(where: Self.alive)) {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
         signal(SIGKILL)
+        for member in family where Self.alive(member) { kill(member, SIGKILL) }
         await waitForExit(timeout: .seconds(10))
+    }
+
+    /// Whether `pid` still runs (a zombie has exited: only its entry waits to be reaped).
+    static func alive(_ pid: Int32) -> Bool {
+        guard kill(pid, 0) == 0 else { return false }
+        let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+        guard let close = stat.lastIndex(of: ")") else { return false }
+        return stat[stat.index(close, offsetBy: 2)...].first != "Z"
     }
 }
 

@@ -219,8 +219,12 @@ final class ChaosRun: @unchecked Sendable {
             guard let noidaPath = Self.which("noida-db") else {
                 throw CommandFailure.failed("noida-db is not on PATH (scripts/setup installs it: pip install noida-db==0.2.3)")
             }
-            noida = try ChaosProcess(name: "noida-db", executable: noidaPath,
-                                     arguments: ["start", "--only", "kafka", "--kafka-port", String(port), "--data-dir", data.path],
+            // This process ignores SIGTERM/SIGINT (it handles them itself) and children inherit
+            // that; `env --default-signal` gives noida-db back the default, so SIGTERM stops it.
+            let env = Self.which("env") ?? "/usr/bin/env"
+            noida = try ChaosProcess(name: "noida-db", executable: env,
+                                     arguments: ["--default-signal=TERM,INT", noidaPath, "start", "--only", "kafka",
+                                                 "--kafka-port", String(port), "--data-dir", data.path],
                                      log: workDirectory.appendingPathComponent("noida.log"))
             say("started noida-db (pid \(noida?.pid ?? 0))")
             let deadline = ContinuousClock.now + .seconds(30)
