@@ -10,6 +10,7 @@ let commands: [any LeveeCommand.Type] = [
     TraceCommand.self,
     StatusCommand.self,
     ReconcileCommand.self,
+    ChaosCommand.self,
     DoctorCommand.self,
     TopicsCommand.self,
     GenerateCommand.self,

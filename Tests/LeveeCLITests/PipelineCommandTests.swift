@@ -88,7 +88,7 @@ import Testing
         #expect(summary["succeeded"] as? Int == 4)
     }
 
-    @Test(arguments: ["demo", "submit", "result", "cancel", "worker", "trace", "reconcile", "status", "doctor", "topics", "generate", "tokenize", "broker", "bench", "version",
+    @Test(arguments: ["demo", "submit", "result", "cancel", "worker", "trace", "reconcile", "chaos", "status", "doctor", "topics", "generate", "tokenize", "broker", "bench", "version",
                       "bench kafka", "bench inference"])
     func everyCommandHasHelp(_ command: String) async throws {
         let words = command.split(separator: " ").map(String.init)

@@ -1,3 +1,5 @@
+import Foundation
+import Kafka
 import Testing
 @testable import Pipeline
 
@@ -118,5 +120,72 @@ import Testing
         #expect(!s.isDuplicate(job.jobID), "still running from a revoked epoch")
         s.completed.insert(job.jobID)
         #expect(s.isDuplicate(job.jobID), "a committed result always wins")
+    }
+}
+
+/// Found by `levee chaos`: a poison record read a second time (redelivered after a worker was
+/// killed before the record's offset was committed) got a second failed result and a second dead
+/// letter. Two copies of the same poison record in one partition reach the worker exactly as a
+/// redelivery does; the second must be skipped like any duplicate job. (Embedded mock cluster.)
+@Suite(.serialized) struct PoisonRedeliveryTests {
+    @Test(.timeLimit(.minutes(2))) func aPoisonRecordReadTwiceIsDeadLetteredOnce() async throws {
+        let h = try PipelineHarness(partitions: 1)
+        let worker = Worker(connection: h.connection, configuration: h.workerConfiguration("w-poison"), engine: ScriptedEngine())
+        let producer = try KafkaProducer(configuration: h.connection.configuration())
+        let poisonID = JobID.make()
+        for _ in 0..<2 {
+            _ = try await producer.send(ProducerRecord(topic: h.connection.layout.jobs, key: Array(poisonID.description.utf8),
+                                                       value: Array("{\"schema\": broken".utf8)))
+        }
+        try await producer.close()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await worker.run() }
+            let deadline = ContinuousClock.now + .seconds(60)
+            while worker.statistics.received < 2 && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(worker.statistics.received == 2)
+            worker.shutdown()
+            try await group.next()
+        }
+        let results = try await KafkaConsumer.readWindow(configuration: h.connection.configuration(),
+                                                         partition: TopicPartition(h.connection.layout.results, 0),
+                                                         from: KafkaOffset.beginning, maxMessages: 10)
+        let letters = try await KafkaConsumer.readWindow(configuration: h.connection.configuration(),
+                                                         partition: TopicPartition(h.connection.layout.deadLetters, 0),
+                                                         from: KafkaOffset.beginning, maxMessages: 10)
+        #expect(results.filter { $0.keyString == poisonID.description }.count == 1, "terminal records: \(results.count)")
+        #expect(letters.count == 1, "dead letters: \(letters.count)")
+        #expect(worker.statistics.deadLettered == 1 && worker.statistics.duplicatesSkipped == 1, "\(worker.statistics)")
+    }
+}
+
+/// Found by `levee chaos`: after SIGTERM the read loop went on taking jobs from the consumer's
+/// buffer (which hands out what it holds even to a cancelled reader and keeps being refilled), so
+/// a worker with a backlog never got to its final commit. After `shutdown()` the worker must take
+/// no new jobs: with 120 slow jobs queued, it stops long before running them all. (Embedded mock.)
+@Suite(.serialized) struct ShutdownStopsReadingTests {
+    @Test(.timeLimit(.minutes(3))) func aWorkerWithABacklogStopsTakingJobsOnShutdown() async throws {
+        let h = try PipelineHarness(partitions: 1)
+        var config = h.workerConfiguration("w-backlog", concurrency: 1)
+        config.drainTimeout = .seconds(5)
+        let worker = Worker(connection: h.connection, configuration: config, engine: ScriptedEngine(tokenDelay: .milliseconds(40)))
+        let client = try JobClient(connection: h.connection)
+        for i in 0..<120 { _ = try await client.submit(h.chatJob("backlog \(i)")) }
+        try await client.close()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await worker.run() }
+            let deadline = ContinuousClock.now + .seconds(90)
+            while worker.statistics.succeeded < 3 && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(worker.statistics.succeeded >= 3)
+            worker.shutdown()
+            try await group.next()
+        }
+        let s = worker.statistics
+        // Without the fix it ran (nearly) the whole backlog before stopping.
+        #expect(s.succeeded < 60, "\(s)")
+        #expect(s.received < 120, "\(s)")
     }
 }

@@ -150,6 +150,10 @@ final class RDKafkaConsumer: Sendable {
             // Newly assigned partitions start fetching: keep them paused if they should be.
             pauses.withLock { p in
                 if cooperative { p.assigned.formUnion(partitions) } else { p.assigned = Set(partitions) }
+                // A new assignment starts at the committed offset: where an earlier assignment of the
+                // same partition stopped reading is stale, and a back-pressure pause that seeked there
+                // skipped the records in between (found by `levee chaos`: workers stopped receiving).
+                for tp in partitions { p.nextOffsets[tp] = nil }
                 let toPause = p.backpressurePaused ? partitions : partitions.filter { p.userPaused.contains($0) }
                 if !toPause.isEmpty {
                     _ = RDKafkaTopicPartitionList(toPause).withPointer { rd_kafka_pause_partitions(client.handle, $0) }
@@ -282,6 +286,7 @@ final class RDKafkaConsumer: Sendable {
             let list = RDKafkaTopicPartitionList(offsets)
             try RDKafkaErrors.check(list.withPointer { rd_kafka_assign(client.handle, $0) }, context: ["operation": "assign"])
             p.assigned = Set(offsets.map(\.topicPartition))
+            for tp in p.assigned { p.nextOffsets[tp] = nil }
             let toPause = p.backpressurePaused ? Array(p.assigned) : Array(p.assigned.intersection(p.userPaused))
             if !toPause.isEmpty { _ = RDKafkaTopicPartitionList(toPause).withPointer { rd_kafka_pause_partitions(client.handle, $0) } }
         }

@@ -192,6 +192,10 @@ public final class Worker: Sendable {
 
     func readLoop(_ context: RunContext) async throws {
         for try await event in context.consumer.events {
+            // The consumer's event buffer hands out what it holds even to a cancelled reader, and
+            // keeps filling while partitions are assigned: without this check a worker told to stop
+            // went on taking jobs (found by `levee chaos`: SIGTERMed workers never finished draining).
+            if stopping { return }
             switch event {
             case .partitionsAssigned(let partitions):
                 await assign(partitions.map { TopicPartitionRef(topic: $0.topic, partition: $0.partition) }, context)
@@ -281,20 +285,38 @@ public final class Worker: Sendable {
         case .failure(let reason):
             let jobID = message.keyString.flatMap(JobID.init(string:))
             let source = Source(partition: partition, offset: message.offset, epoch: epoch, generation: state.withLock { $0.generation })
+            // A poison record read again (redelivered after a crash or rebalance, before its offset
+            // was committed) already has its failed result: the same duplicate check as for jobs,
+            // or it gets a second terminal record and a second dead letter.
+            if let jobID {
+                await waitForIndex()
+                if stopping { return }
+                if state.withLock({ $0.isDuplicate(jobID) }) {
+                    state.withLock { $0.statistics.duplicatesSkipped += 1 }
+                    log(.init(message: "poison record already dead-lettered; skipped", fields: ["job_id": jobID.description]))
+                    finish(Outcome(jobID: jobID, source: source, records: [], status: nil, deadLettered: false), context)
+                    return
+                }
+            }
             finish(poisonOutcome(jobID: jobID, reason: reason, original: bytes, source: source, message: message), context)
         case .success(let job):
             await waitForIndex()
+            if stopping { return }
             let item = WorkItem(job: job, partition: partition, offset: message.offset, epoch: epoch,
                                 generation: state.withLock { $0.generation }, receivedAt: receivedAt)
-            metrics.queueWaitSeconds.observe(Double(max(0, job.submittedAt.milliseconds(until: receivedAt))) / 1000)
-            await emitNow(event(item, .received, durationMs: job.submittedAt.milliseconds(until: receivedAt)), context)
             let duplicate = state.withLock { $0.isDuplicate(job.jobID) }
             if duplicate {
+                // No `received` event: the job's trace already ends in its outcome (or shows the
+                // copy running here). Where committed offsets are lost (the embedded mock drops
+                // transactional offsets, so every assignment re-reads its partitions from the start)
+                // one event per re-read record flooded the trace topic (found by `levee chaos`).
                 state.withLock { $0.statistics.duplicatesSkipped += 1 }
                 log(.init(message: "duplicate of a finished or running job skipped", fields: ["job_id": job.jobID.description]))
                 finish(Outcome(item: item, records: [], status: nil, isFinal: false), context)
                 return
             }
+            metrics.queueWaitSeconds.observe(Double(max(0, job.submittedAt.milliseconds(until: receivedAt))) / 1000)
+            await emitNow(event(item, .received, durationMs: job.submittedAt.milliseconds(until: receivedAt)), context)
             if let notBefore = job.notBefore, notBefore > receivedAt {
                 state.withLock { $0.delayed.append(item); $0.enqueue(item) }
                 return
@@ -303,6 +325,12 @@ public final class Worker: Sendable {
             await context.queue.put(item)
         }
     }
+
+    /// True once shutdown began (or the run was cancelled). `waitForIndex` returns early then, so
+    /// the duplicate check must not run: with an index still catching up it misses results and a
+    /// second terminal record follows (found by `levee chaos`: a worker SIGTERMed right after its
+    /// start dead-lettered a poison job a second time). The record is left for the next owner.
+    var stopping: Bool { Task.isCancelled || stopRequested.isFired }
 
     /// Waits until the results index has read every result committed before the latest
     /// assignment (bounded by `indexCatchUpTimeout`).
