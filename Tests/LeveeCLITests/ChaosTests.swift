@@ -88,7 +88,7 @@ import Testing
         (["--kill-every", "0"], "--kill-every expects at least 0.2 seconds"),
         (["--explode"], "unknown option '--explode'"),
     ])
-    func badOptionsExit64(_ words: [String], _ message: String) throws {
+    func badOptionsExit64(_ words: [String], _ message: String) async throws {
         let output = try await LeveeProcess.run(["chaos"] + words, timeout: 30)
         #expect(output.status == 64, "\(output)")
         #expect(output.stderr.contains(message), "\(output.stderr)")
