@@ -196,9 +196,10 @@ enum DemoCommand: LeveeCommand {
             // A moment for any late duplicate to show up before counting.
             try await Task.sleep(for: .milliseconds(500))
             if linger > 0 {
-                printError("demo: burst done; workers and their endpoints stay up for \(linger) s (SIGTERM or Ctrl-C ends it)")
                 let stop = StopFlag()
                 try await withTerminationSignals({ stop.set() }) {
+                    // Printed once the handlers are in place: a SIGTERM after this line ends the wait.
+                    printError("demo: burst done; workers and their endpoints stay up for \(linger) s (SIGTERM or Ctrl-C ends it)")
                     let end = ContinuousClock.now + .milliseconds(Int64(linger * 1000))
                     while !stop.isSet && ContinuousClock.now < end { try? await Task.sleep(for: .milliseconds(100)) }
                 }

@@ -80,7 +80,10 @@ import Testing
         #expect(texts.map { sample($0, "levee_transactions_committed_total") }.reduce(0, +) >= 1)
         #expect(texts.map { sample($0, "levee_inference_duration_seconds_count") }.reduce(0, +) == 4)
         #expect(await get(bases[0] + "/nope").0 == 404)
-        // SIGTERM ends the linger; the summary follows.
+        // SIGTERM ends the linger (once the demo is in it: before, SIGTERM stops the demo as
+        // usual); the summary follows.
+        for _ in 0..<1200 where !demo.stderrSoFar.contains("burst done") { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(demo.stderrSoFar.contains("burst done"), "\(demo.stderrSoFar)")
         demo.signal(SIGTERM)
         let out = await demo.waitForExit(timeout: 120)
         #expect(out.status == 0, "\(out)")
