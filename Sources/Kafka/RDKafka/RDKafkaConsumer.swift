@@ -158,6 +158,14 @@ final class RDKafkaConsumer: Sendable {
                 if !toPause.isEmpty {
                     _ = RDKafkaTopicPartitionList(toPause).withPointer { rd_kafka_pause_partitions(client.handle, $0) }
                 }
+                // librdkafka keeps a partition's pause flag across unassign and assign: one that a
+                // back-pressure pause held when it was revoked (its resume then skipped it, being
+                // unassigned) came back paused and was never fetched again (found by `levee chaos`:
+                // workers held partitions and received nothing). Resume what should run.
+                let toResume = partitions.filter { !toPause.contains($0) }
+                if !toResume.isEmpty {
+                    _ = RDKafkaTopicPartitionList(toResume).withPointer { rd_kafka_resume_partitions(client.handle, $0) }
+                }
             }
             buffer.push(.partitionsAssigned(partitions))
         case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
@@ -289,6 +297,9 @@ final class RDKafkaConsumer: Sendable {
             for tp in p.assigned { p.nextOffsets[tp] = nil }
             let toPause = p.backpressurePaused ? Array(p.assigned) : Array(p.assigned.intersection(p.userPaused))
             if !toPause.isEmpty { _ = RDKafkaTopicPartitionList(toPause).withPointer { rd_kafka_pause_partitions(client.handle, $0) } }
+            // The pause flag outlives an assignment in librdkafka (see the rebalance handler).
+            let toResume = Array(p.assigned.subtracting(toPause))
+            if !toResume.isEmpty { _ = RDKafkaTopicPartitionList(toResume).withPointer { rd_kafka_resume_partitions(client.handle, $0) } }
         }
     }
 
