@@ -97,7 +97,7 @@ final class ChaosRun: @unchecked Sendable {
         // continued from where it stopped was seen to miss records for good (see RELIABILITY.md).
         var progress = ResultTally()
         func rescan(timeout: Duration) async {
-            let scan = ChaosTopicScan(connection: connection, topics: [connection.layout.results])
+            let scan = TopicDrain(connection: connection, topics: [connection.layout.results], extra: ["isolation.level": "read_committed"])
             var fresh = ResultTally()
             if (try? await scan.read(timeout: timeout) { fresh.apply($0) }) != nil || fresh.records.count > progress.records.count {
                 progress = fresh
@@ -174,13 +174,13 @@ final class ChaosRun: @unchecked Sendable {
         // Stop the workers (graceful), then read everything to its end.
         await stopWorkers()
         say("workers stopped; reading the topics to their ends")
-        let committed = ChaosTopicScan(connection: connection, topics: [connection.layout.results], isolation: "read_committed")
+        let committed = TopicDrain(connection: connection, topics: [connection.layout.results], extra: ["isolation.level": "read_committed"])
         var committedTally = ResultTally()
         try await committed.read(timeout: .seconds(180)) { committedTally.apply($0) }
-        let uncommitted = ChaosTopicScan(connection: connection, topics: [connection.layout.results], isolation: "read_uncommitted")
+        let uncommitted = TopicDrain(connection: connection, topics: [connection.layout.results], extra: ["isolation.level": "read_uncommitted"])
         var uncommittedTally = ResultTally()
         try await uncommitted.read(timeout: .seconds(180)) { uncommittedTally.apply($0) }
-        let traceScan = ChaosTopicScan(connection: connection, topics: [connection.layout.trace], isolation: "read_committed")
+        let traceScan = TopicDrain(connection: connection, topics: [connection.layout.trace], extra: ["isolation.level": "read_committed"])
         var trace = TraceTally()
         try await traceScan.read(timeout: .seconds(300)) { trace.apply($0) }
         await stopBrokers()
