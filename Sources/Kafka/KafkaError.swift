@@ -46,6 +46,19 @@ public struct KafkaError: Error, Sendable, CustomStringConvertible {
 
     public var isRetriable: Bool { kind == .retriable || kind == .timeout }
 
+    /// Whether the broker (or librdkafka, before sending) refused this one record for what it is:
+    /// sending the same bytes again can never succeed (too large, invalid, a timestamp out of
+    /// range, a topic this client may not write). Other records to the same topic may still go.
+    public var refusesRecord: Bool {
+        guard let codeName else { return false }
+        return Self.recordRefusals.contains(codeName)
+    }
+
+    /// librdkafka's names of the per-record refusals (see ``refusesRecord``).
+    static let recordRefusals: Set<String> = [
+        "MSG_SIZE_TOO_LARGE", "RECORD_LIST_TOO_LARGE", "INVALID_RECORD", "INVALID_TIMESTAMP", "TOPIC_AUTHORIZATION_FAILED",
+    ]
+
     public var description: String {
         var text = message
         if let codeName { text += " [\(codeName)]" }

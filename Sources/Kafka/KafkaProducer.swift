@@ -1,3 +1,4 @@
+import Synchronization
 /// An idempotent Kafka producer.
 ///
 /// Defaults (each can be overridden by setting the property): `enable.idempotence=true`,
@@ -78,6 +79,33 @@ public final class KafkaProducer: Sendable {
         }
     }
 
+    /// Produces `records` in order without waiting between them, then waits until each one is
+    /// acknowledged or failed, and returns every record's own outcome, in the order given.
+    ///
+    /// A record librdkafka refuses at once (too large for `message.max.bytes`, say) fails in its
+    /// slot; the others are still sent. This is how a caller tells which record of a batch the
+    /// broker refused, where ``sendAndForget(_:)`` and ``flush(timeout:)`` only report the first
+    /// failure. A producer that is closed or fenced fails every slot not yet acknowledged.
+    public func sendBatch(_ records: [ProducerRecord]) async -> [Result<DeliveryReport, KafkaError>] {
+        let batch = DeliveryBatch(count: records.count)
+        for (index, record) in records.enumerated() {
+            do {
+                try await core.window.acquire()
+            } catch {
+                batch.complete(index, .failure(error as? KafkaError
+                    ?? KafkaError(kind: .state, message: "sending was cancelled: \(error)", context: ["topic": record.topic])))
+                continue
+            }
+            do {
+                try core.produce(record, waiter: .batch(batch, index: index))
+            } catch {
+                core.window.release()
+                batch.complete(index, .failure(error))
+            }
+        }
+        return await batch.results()
+    }
+
     /// Waits until every record sent so far is acknowledged or failed (`rd_kafka_flush`, on a
     /// dedicated thread).
     ///
@@ -109,5 +137,44 @@ public final class KafkaProducer: Sendable {
         defer { core.client.requestStop() }
         try await flush(timeout: timeout)
         await core.client.stopAndWait()
+    }
+}
+
+/// The outcomes of one ``KafkaProducer/sendBatch(_:)``: filled from the poll thread as delivery
+/// reports arrive, awaited once by the sender.
+final class DeliveryBatch: Sendable {
+    private struct State {
+        var results: [Result<DeliveryReport, KafkaError>?]
+        var remaining: Int
+        var waiter: CheckedContinuation<Void, Never>?
+    }
+    private let state: Mutex<State>
+
+    init(count: Int) { state = Mutex(State(results: Array(repeating: nil, count: count), remaining: count)) }
+
+    /// Records the outcome of slot `index` (the first one wins; later ones are ignored).
+    func complete(_ index: Int, _ result: Result<DeliveryReport, KafkaError>) {
+        let resume = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            guard s.results[index] == nil else { return nil }
+            s.results[index] = result
+            s.remaining -= 1
+            guard s.remaining == 0 else { return nil }
+            defer { s.waiter = nil }
+            return s.waiter
+        }
+        resume?.resume()
+    }
+
+    /// Every slot's outcome, once all are known.
+    func results() async -> [Result<DeliveryReport, KafkaError>] {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = state.withLock { s -> Bool in
+                if s.remaining == 0 { return true }
+                s.waiter = continuation
+                return false
+            }
+            if done { continuation.resume() }
+        }
+        return state.withLock { s in s.results.map { $0! } }
     }
 }

@@ -52,6 +52,13 @@ public final class TransactionalProducer: Sendable {
         try await producer.sendAndForget(record)
     }
 
+    /// Produces records in the current transaction and returns each one's own outcome once all
+    /// are acknowledged or failed (see ``KafkaProducer/sendBatch(_:)``). A failed record leaves
+    /// the transaction to be aborted; the outcomes say which record it was and why.
+    public func sendBatch(_ records: [ProducerRecord]) async -> [Result<DeliveryReport, KafkaError>] {
+        await producer.sendBatch(records)
+    }
+
     /// Adds consumer offsets (next offsets to read) to the transaction, with the consumer's group
     /// metadata so the coordinator can fence zombie consumers (KIP-447).
     public func sendOffsets(

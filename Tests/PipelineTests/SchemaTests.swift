@@ -72,6 +72,9 @@ import Testing
         #expect(retry.stage == .retryScheduled && retry.error?.retriable == true)
         let dead = try Self.roundTrip(DeadLetter.self, "dead-letter.json", schema: "dead-letter")
         #expect(String(decoding: dead.original, as: UTF8.self) == #"{"schema": "levx"}"#)
+        #expect(dead.originalTruncated == nil && dead.originalSize == nil, "dead letters from older workers still read")
+        let cut = try Self.roundTrip(DeadLetter.self, "dead-letter-truncated.json", schema: "dead-letter")
+        #expect(cut.originalTruncated == true && cut.originalSize == 2_000_095 && cut.original.count == 48)
         let beat = try Self.roundTrip(WorkerHeartbeat.self, "worker-heartbeat.json", schema: "worker-heartbeat")
         #expect(beat.assigned.count == 2 && beat.currentJobs.count == 1 && beat.state == .running)
     }

@@ -8,6 +8,8 @@ final class RDKafkaProducer: Sendable {
         case awaiting(CheckedContinuation<DeliveryReport, any Error>)
         /// Fire-and-forget: a failure is remembered and reported by the next `flush`.
         case forgotten
+        /// One record of a batch sent with `KafkaProducer.sendBatch`: its outcome goes to slot `index`.
+        case batch(DeliveryBatch, index: Int)
     }
 
     struct State {
@@ -152,8 +154,11 @@ final class RDKafkaProducer: Sendable {
         guard let waiter else { return }  // not ours (or already failed at shutdown): skip
         window.release()
         if message.err == RD_KAFKA_RESP_ERR_NO_ERROR {
-            if case .awaiting(let continuation) = waiter {
-                continuation.resume(returning: DeliveryReport(topic: topic, partition: message.partition, offset: message.offset))
+            let report = DeliveryReport(topic: topic, partition: message.partition, offset: message.offset)
+            switch waiter {
+            case .awaiting(let continuation): continuation.resume(returning: report)
+            case .batch(let batch, let index): batch.complete(index, .success(report))
+            case .forgotten: break
             }
         } else {
             var error = RDKafkaErrors.error(
@@ -161,6 +166,7 @@ final class RDKafkaProducer: Sendable {
             if let fatal = state.withLock({ $0.fatal }) { error.kind = .fatal; error.context["fatal"] = fatal.message }
             switch waiter {
             case .awaiting(let continuation): continuation.resume(throwing: error)
+            case .batch(let batch, let index): batch.complete(index, .failure(error))
             case .forgotten:
                 state.withLock { s in
                     s.forgottenFailures += 1
@@ -177,7 +183,11 @@ final class RDKafkaProducer: Sendable {
             return s.waiters
         }
         for (_, waiter) in waiters {
-            if case .awaiting(let continuation) = waiter { continuation.resume(throwing: error) }
+            switch waiter {
+            case .awaiting(let continuation): continuation.resume(throwing: error)
+            case .batch(let batch, let index): batch.complete(index, .failure(error))
+            case .forgotten: break
+            }
         }
         window.close(error)
     }

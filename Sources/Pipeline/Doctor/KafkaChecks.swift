@@ -65,7 +65,28 @@ struct KafkaChecks {
         }
         checks.append(replicationCheck(metadata: metadata, configs: configs))
         checks.append(await transactionCheck())
+        checks.append(recordSizeCheck(configs: configs))
         return checks
+    }
+
+    /// How large a dead letter (and any other record a worker writes) may be, from the producer's
+    /// `message.max.bytes` and the topics' `max.message.bytes`: a poison record too large to be
+    /// kept whole is kept as its first bytes with its size and SHA-256.
+    func recordSizeCheck(configs: [String: [String: TopicConfigEntry]]) -> DoctorCheck {
+        var topicMax: [String: Int] = [:]
+        for (topic, entries) in configs {
+            if let value = entries["max.message.bytes"]?.value, let bytes = Int(value) { topicMax[topic] = bytes }
+        }
+        let limits = RecordLimits(producerProperties: connection.properties, topicMaxBytes: topicMax)
+        let dlq = layout.deadLetters
+        let bound = limits.limit(for: dlq)
+        var detail = "dead letters up to \(bound) bytes (producer message.max.bytes \(limits.producerMaxBytes)"
+        detail += topicMax[dlq].map { ", \(dlq) max.message.bytes \($0))" } ?? ", \(dlq) max.message.bytes not known)"
+        detail += "; a poison record over about \(bound / 4 * 3) bytes is dead-lettered as its first bytes with its size and sha256, the whole staying in its source topic until retention"
+        if let jobs = topicMax[layout.jobs], jobs / 4 * 3 > bound {
+            detail += "; \(layout.jobs) takes records up to \(jobs) bytes, so its largest poison records are kept in part"
+        }
+        return DoctorCheck("record sizes", .ok, detail)
     }
 
     private func skipped(_ reason: String) -> [DoctorCheck] {

@@ -18,6 +18,9 @@ public enum ErrorClass: String, Sendable, Codable, CaseIterable {
     case cancelled
     /// The engine ran out of memory.
     case outOfMemory = "out_of_memory"
+    /// The broker refused a record the worker wrote for the job (too large for the topic, invalid,
+    /// not authorized), so its normal outcome could not be committed: the job fails instead.
+    case recordRejected = "record_rejected"
     /// Anything not classed above (also what an unknown class from a newer writer decodes to).
     case other
 

@@ -125,11 +125,61 @@ extension JobEnvelope {
         } catch {
             return .failure(JobError(.poisonInput, LeveeJSON.explain(error)))
         }
+        // JSON leaves duplicate names undefined and decoders differ (first or last wins): such a
+        // job means different things to different readers, so it is refused like any bad record.
+        if let name = JSONNames.firstDuplicate(in: bytes) {
+            return .failure(JobError(.poisonInput, "duplicate key \"\(name.clipped(toBytes: 200))\" in one object: the job is ambiguous"))
+        }
         do {
             try job.validate(limits: limits)
         } catch {
             return .failure(JobError(.poisonInput, error.problems.joined(separator: "; ")))
         }
         return .success(job)
+    }
+}
+
+/// A scan of JSON text for object member names that appear twice in one object.
+enum JSONNames {
+    /// The first member name repeated within one object, or nil. Expects text a JSON decoder has
+    /// already accepted (so it need not check syntax); names compare as written, escapes and all.
+    static func firstDuplicate(in data: Data) -> String? {
+        data.withUnsafeBytes { raw -> String? in
+            let bytes = raw.bindMemory(to: UInt8.self)
+            // One entry per open container: the names seen so far for an object, nil for an array.
+            var open: [Set<[UInt8]>?] = []
+            var expectName = false
+            var i = 0
+            while i < bytes.count {
+                switch bytes[i] {
+                case UInt8(ascii: "{"):
+                    open.append([])
+                    expectName = true
+                case UInt8(ascii: "["):
+                    open.append(nil)
+                    expectName = false
+                case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                    if !open.isEmpty { open.removeLast() }
+                    expectName = false
+                case UInt8(ascii: ","):
+                    expectName = open.last.map { $0 != nil } ?? false
+                case UInt8(ascii: "\""):
+                    var end = i + 1
+                    while end < bytes.count && bytes[end] != UInt8(ascii: "\"") {
+                        end += bytes[end] == UInt8(ascii: "\\") ? 2 : 1
+                    }
+                    if expectName, !open.isEmpty, open[open.count - 1] != nil {
+                        let name = Array(bytes[(i + 1)..<min(end, bytes.count)])
+                        if open[open.count - 1]!.insert(name).inserted == false { return String(decoding: name, as: UTF8.self) }
+                        expectName = false
+                    }
+                    i = end
+                default:
+                    break
+                }
+                i += 1
+            }
+            return nil
+        }
     }
 }

@@ -30,12 +30,14 @@ public struct WorkerHeartbeat: Codable, Sendable, Equatable {
     public var running: [RunningJobRef]?
     /// The worker's limit for one attempt (absent in heartbeats from older workers).
     public var jobTimeoutMs: Int64?
+    /// Present while the worker's commits keep failing: its finished jobs wait uncommitted.
+    public var commitFailure: CommitFailureRef?
 
     public init(worker: WorkerIdentity, state: WorkerState, at: Timestamp = .now(), startedAt: Timestamp,
                 heartbeatIntervalMs: Int64, version: String, engine: String, model: String, concurrency: Int,
                 generation: Int32? = nil, assigned: [TopicPartitionRef] = [], currentJobs: [JobID] = [],
                 jobsDone: Int64 = 0, jobsFailed: Int64 = 0, errors: Int64 = 0,
-                running: [RunningJobRef]? = nil, jobTimeoutMs: Int64? = nil) {
+                running: [RunningJobRef]? = nil, jobTimeoutMs: Int64? = nil, commitFailure: CommitFailureRef? = nil) {
         self.schema = Self.schemaID
         self.worker = worker
         self.state = state
@@ -54,12 +56,14 @@ public struct WorkerHeartbeat: Codable, Sendable, Equatable {
         self.errors = errors
         self.running = running
         self.jobTimeoutMs = jobTimeoutMs
+        self.commitFailure = commitFailure
     }
 
     enum CodingKeys: String, CodingKey {
         case schema, worker, state, at, startedAt = "started_at", heartbeatIntervalMs = "heartbeat_interval_ms"
         case version, engine, model, concurrency, generation, assigned, currentJobs = "current_jobs"
         case jobsDone = "jobs_done", jobsFailed = "jobs_failed", errors, running, jobTimeoutMs = "job_timeout_ms"
+        case commitFailure = "commit_failure"
     }
 }
 
@@ -81,5 +85,21 @@ public struct RunningJobRef: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case jobID = "job_id", attempt, since, stage
+    }
+}
+
+/// A worker whose commits keep failing, as its heartbeat reports it.
+public struct CommitFailureRef: Codable, Sendable, Equatable {
+    /// When the first of the failures in a row happened.
+    public var since: Timestamp
+    /// Failed commits in a row.
+    public var failures: Int
+    /// The newest failure, as librdkafka described it.
+    public var error: String
+
+    public init(since: Timestamp, failures: Int, error: String) {
+        self.since = since
+        self.failures = failures
+        self.error = error
     }
 }

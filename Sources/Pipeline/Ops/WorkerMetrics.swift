@@ -32,6 +32,11 @@ public struct WorkerMetrics: Sendable {
     public let transactionAborts: Counter
     /// Consumer group rebalances seen, by `kind` (`assigned` or `revoked`).
     public let rebalances: Counter
+    /// Commits that failed and were tried again, by `reason` (librdkafka's error name in lower
+    /// case, or `record_refused` when the broker refused a record and its outcome was rebuilt).
+    public let commitRetries: Counter
+    /// Records the broker refused for good, by `topic`: each job's outcome became a failed result.
+    public let recordsRefused: Counter
     /// Records between the committed offset and the end of the partition, by `topic` and `partition`.
     public let consumerLag: Gauge
     /// Partitions currently assigned to this worker.
@@ -73,6 +78,11 @@ public struct WorkerMetrics: Sendable {
                                       labelNames: ["reason"])
         rebalances = r.counter("levee_consumer_rebalances_total", help: "Consumer group rebalance events, by kind (assigned or revoked).",
                                labelNames: ["kind"])
+        commitRetries = r.counter("levee_commit_retries_total", help: "Commits that failed and were tried again, by reason.",
+                                  labelNames: ["reason"])
+        recordsRefused = r.counter("levee_records_refused_total",
+                                   help: "Records the broker refused for good (too large, invalid, not authorized), by topic; the job failed instead.",
+                                   labelNames: ["topic"])
         consumerLag = r.gauge("levee_consumer_lag_records", help: "Records between this worker's committed offset and the partition's end.",
                               labelNames: ["topic", "partition"])
         assignedPartitions = r.gauge("levee_consumer_assigned_partitions", help: "Partitions currently assigned to this worker.")

@@ -129,12 +129,14 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var errors: Int64
         /// For a dead worker: live workers that now hold some of the partitions it held.
         public var takenOverBy: [String]?
+        /// While the worker's commits keep failing (from its heartbeat).
+        public var commitFailure: CommitFailureRef?
 
         enum CodingKeys: String, CodingKey {
             case id, host, pid, status, reportedState = "reported_state", lastSeen = "last_seen", lastSeenAgoMs = "last_seen_ago_ms"
             case heartbeatIntervalMs = "heartbeat_interval_ms", startedAt = "started_at", engine, model, version, assigned
             case currentJobs = "current_jobs", running, jobTimeoutMs = "job_timeout_ms", jobsDone = "jobs_done"
-            case jobsFailed = "jobs_failed", errors, takenOverBy = "taken_over_by"
+            case jobsFailed = "jobs_failed", errors, takenOverBy = "taken_over_by", commitFailure = "commit_failure"
         }
     }
 
@@ -385,7 +387,7 @@ public enum StatusReader {
                 lastSeen: beat.at, lastSeenAgoMs: age, heartbeatIntervalMs: beat.heartbeatIntervalMs, startedAt: beat.startedAt,
                 engine: beat.engine, model: beat.model, version: beat.version, assigned: beat.assigned.sorted(),
                 currentJobs: beat.currentJobs, running: beat.running, jobTimeoutMs: beat.jobTimeoutMs, jobsDone: beat.jobsDone,
-                jobsFailed: beat.jobsFailed, errors: beat.errors, takenOverBy: nil)
+                jobsFailed: beat.jobsFailed, errors: beat.errors, takenOverBy: nil, commitFailure: beat.commitFailure)
         }
         let alive = workers.filter { $0.status == .alive }
         for i in workers.indices where workers[i].status == .dead {
@@ -519,6 +521,12 @@ public enum StatusReader {
                     issues.append(.init(kind: "partitions", summary: "\(t.name) has \(t.partitions ?? 0) partitions, expected \(t.expectedPartitions)", detail: warning))
                 }
             }
+        }
+        for w in report.workers where w.status == .alive {
+            guard let failure = w.commitFailure else { continue }
+            issues.append(.init(kind: "commits_failing", summary: "worker \(w.id) cannot commit",
+                                detail: "worker \(w.id) on \(w.host) has failed \(failure.failures) commits in a row since \(failure.since): \(failure.error). "
+                                    + "Its finished jobs wait uncommitted; look at its log and the brokers (levee doctor)."))
         }
         for s in report.stuck {
             issues.append(.init(kind: "stuck_job", summary: "job \(s.jobID) stuck on \(s.worker)",

@@ -134,7 +134,10 @@ public enum TraceReader {
             case .failed:
                 let error = result.error
                 if error?.errorClass == .poisonInput {
-                    return ("failed", "poison: \(error?.message ?? "unusable record"), in DLQ")
+                    // A dead letter that keeps only part of the original says so in its event.
+                    let cut = events.last { $0.stage == .deadLettered && $0.detail?.contains("the dead letter keeps the first") == true }
+                    return ("failed", "poison: \(error?.message ?? "unusable record"), in DLQ"
+                            + (cut != nil ? " (first part of the original only; the whole stays at its source offset)" : ""))
                 }
                 return ("failed", redelivered + "failed on attempt \(result.attempt) on \(worker): \(error?.description ?? "unknown error")")
             case .expired:

@@ -7,6 +7,7 @@ extension Worker {
     /// Records an outcome: it waits for the next commit, and its offset counts as finished.
     /// Both happen under one lock so a commit never includes an offset without its records.
     func finish(_ outcome: Outcome, _ context: RunContext) {
+        let outcome = fitted(outcome)
         let kept = state.withLock { s -> Bool in
             guard s.epochs[outcome.partition] == outcome.epoch else { return false }
             s.tracker.finished(outcome.partition, offset: outcome.offset)
@@ -58,13 +59,17 @@ extension Worker {
     /// with the original bytes, at once and without retries.
     func poisonOutcome(jobID: JobID?, reason: JobError, original: Data, source: Source, message: KafkaMessage) -> Outcome {
         let layout = connection.layout
-        let dead = DeadLetter(jobID: jobID, reason: reason, original: original,
-                              source: TopicPartitionRef(topic: message.topic, partition: message.partition),
-                              sourceOffset: message.offset, attempt: nil, worker: identity)
+        let key = jobID.map { Array($0.description.utf8) }
+        // The dead letter must fit the topic whatever the original's size: above the bound it keeps
+        // a prefix, with the whole original's size and SHA-256 (the original stays at its source).
+        let room = state.withLock { $0.recordLimits }.limit(for: layout.deadLetters) - (key?.count ?? 0)
+        let dead = DeadLetter.fitting(DeadLetter(jobID: jobID, reason: reason, original: original,
+                                                 source: TopicPartitionRef(topic: message.topic, partition: message.partition),
+                                                 sourceOffset: message.offset, attempt: nil, worker: identity),
+                                      maxEncodedBytes: room)
         var records: [ProducerRecord] = []
         if let value = try? LeveeJSON.encode(dead) {
-            records.append(ProducerRecord(topic: layout.deadLetters, key: jobID.map { Array($0.description.utf8) },
-                                          value: Array(value)))
+            records.append(ProducerRecord(topic: layout.deadLetters, key: key, value: Array(value)))
         }
         var status: JobStatus?
         if let jobID {
@@ -72,7 +77,8 @@ extension Worker {
             let result = ResultRecord(jobID: jobID, status: .failed, attempt: 1, error: reason, worker: identity)
             records.append(resultRecord(result))
             let base = TraceEvent(jobID: jobID, stage: .deadLettered, attempt: 1, worker: identity, topic: message.topic,
-                                  partition: message.partition, offset: message.offset, generation: source.generation, error: reason)
+                                  partition: message.partition, offset: message.offset, generation: source.generation, error: reason,
+                                  detail: Self.deadLetterDetail(dead))
             var committed = base
             committed.stage = .resultCommitted
             committed.topic = layout.results
@@ -85,7 +91,15 @@ extension Worker {
         }
         var outcome = Outcome(jobID: jobID, source: source, records: records, status: status, deadLettered: true)
         outcome.errorClass = reason.errorClass
+        outcome.deadLetter = dead
         return outcome
+    }
+
+    /// What the dead-lettered trace event says about a dead letter that holds only part of the original.
+    static func deadLetterDetail(_ dead: DeadLetter) -> String? {
+        guard dead.originalTruncated == true else { return nil }
+        return "original is \(dead.originalSize ?? 0) bytes (sha256 \(dead.originalSHA256 ?? "?")); the dead letter keeps the first "
+            + "\(dead.original.count), the whole stays at \(dead.source.topic)[\(dead.source.partition)] offset \(dead.sourceOffset) until retention"
     }
 
     func resultRecord(_ result: ResultRecord) -> ProducerRecord {
@@ -106,6 +120,12 @@ extension Worker {
 
     func traceRecords(_ events: [TraceEvent]) -> [ProducerRecord] {
         events.compactMap { event in
+            // Error messages and details may quote the job (an unknown model's name, say): keep
+            // them short, so no job can make its trace event too large for the topic.
+            var event = event
+            if let message = event.error?.message { event.error?.message = message.clipped(toBytes: Self.maxTextBytes) }
+            event.detail = event.detail?.clipped(toBytes: Self.maxTextBytes)
+            event.model = event.model?.clipped(toBytes: 256)
             guard let value = try? LeveeJSON.encode(event) else { return nil }
             return ProducerRecord(topic: connection.layout.trace, key: Array(event.jobID.description.utf8), value: Array(value))
         }
@@ -120,6 +140,78 @@ extension Worker {
                 log(.init(level: "warning", message: "trace event not sent: \(error)", fields: ["job_id": event.jobID.description]))
             }
         }
+    }
+
+    // MARK: - Records the broker refuses
+
+    /// Most bytes of an error message or detail in a trace event.
+    static let maxTextBytes = 4096
+
+    /// `outcome`, or, when one of its records is over its topic's size limit (a long completion,
+    /// a job near the jobs topic's limit sent back to the retry topic), the outcome rebuilt as a
+    /// failure that fits: the job still ends with exactly one terminal record, never a stall.
+    func fitted(_ outcome: Outcome) -> Outcome {
+        let limits = state.withLock { $0.recordLimits }
+        guard let record = outcome.records.first(where: { !limits.fits($0) }) else { return outcome }
+        let size = RecordLimits.size(of: record)
+        return refused(outcome, because: "the \(record.topic) record would be \(size) bytes; "
+                       + "the topic takes at most \(limits.limit(for: record.topic))", topic: record.topic)
+    }
+
+    /// `outcome` rebuilt smaller after a record of it was refused for good, each time smaller:
+    /// first a failed result (class `record_rejected`) with its trace event — and, for a poison
+    /// record, a dead letter without the original; then the failed result alone; after that the
+    /// same again, later (the outcome waits, its partition's offset stays before it, the worker
+    /// reports it: a broker that refuses even that is misconfigured, and the job is not lost).
+    func refused(_ outcome: Outcome, because reason: String, topic: String) -> Outcome {
+        metrics.recordsRefused.labels([topic]).increment()
+        state.withLock { $0.statistics.recordsRefused += 1 }
+        let level = outcome.refusals + 1
+        var error = JobError(.recordRejected, "could not write the job's outcome: \(reason)".clipped(toBytes: Self.maxTextBytes))
+        if let dead = outcome.deadLetter {
+            // A poison record stays poison; its result also says why its dead letter is missing or cut.
+            error = JobError(dead.reason.errorClass, dead.reason.message.clipped(toBytes: 1024)
+                             + "; its dead letter could not be written whole: \(reason)".clipped(toBytes: 2048))
+        }
+        log(.init(level: "error", message: "record refused by the broker; the job's outcome is rebuilt as a failure",
+                  fields: ["job_id": outcome.jobID?.description ?? "?", "topic": topic, "reason": error.message, "level": String(level)]))
+        let layout = connection.layout
+        var records: [ProducerRecord] = []
+        if let jobID = outcome.jobID {
+            let job = outcome.item?.job
+            let result = ResultRecord(jobID: jobID, status: .failed, attempt: job?.attempt ?? 1, tenant: job?.tenant,
+                                      model: job?.model.clipped(toBytes: 256), error: error, worker: identity,
+                                      submittedAt: job?.submittedAt, traceparent: job?.traceparent)
+            records.append(resultRecord(result))
+            if level == 1 {
+                let event = TraceEvent(jobID: jobID, stage: .resultCommitted, attempt: job?.attempt ?? 1, traceparent: job?.traceparent,
+                                       worker: identity, topic: layout.results, generation: outcome.generation, error: error,
+                                       status: .failed)
+                records += traceRecords([event])
+            }
+        }
+        // A record without a job id has only its dead letter to show for it: keep that one, small.
+        if level == 1 || outcome.jobID == nil, var dead = outcome.deadLetter {
+            dead.original = Data()
+            dead.originalTruncated = true
+            dead.reason.message = dead.reason.message.clipped(toBytes: 512)
+            if let value = try? LeveeJSON.encode(dead) {
+                records.append(ProducerRecord(topic: layout.deadLetters, key: outcome.jobID.map { Array($0.description.utf8) },
+                                              value: Array(value)))
+            }
+        }
+        var rebuilt = outcome
+        rebuilt.records = records
+        rebuilt.refusals = level
+        rebuilt.isFinal = outcome.jobID != nil
+        rebuilt.status = outcome.jobID != nil ? .failed : nil
+        rebuilt.retried = false
+        rebuilt.errorClass = error.errorClass
+        rebuilt.deadLettered = records.contains { $0.topic == layout.deadLetters }
+        if level >= 3 {
+            rebuilt.retryAt = .now + .seconds(min(30, 1 << min(level - 3, 5)))
+        }
+        return rebuilt
     }
 
     // MARK: - Committing
@@ -138,16 +230,40 @@ extension Worker {
         }
     }
 
+    /// Why a commit did not happen.
+    enum CommitFailure: Error {
+        /// Records of the batch failed, each with its own error (by index into the batch's records).
+        case records([Int: KafkaError])
+    }
+
     /// Commits pending outcomes and the offsets they release, in one transaction (exactly-once)
     /// or produce-then-commit (at-least-once).
+    ///
+    /// A record the broker refuses for good (too large, invalid, not authorized) does not block the
+    /// batch: its outcome is rebuilt as a failure that fits (`refused`) and the batch is tried again
+    /// at once. Other failures are retried with a growing pause (up to `commitRetryMaxDelay`), counted
+    /// in `levee_commit_retries_total{reason}`, and after `commitFailureGrace` make the worker unready.
     func commitOnce(_ context: RunContext) async throws {
+        let now = ContinuousClock.now
         let (outcomes, offsets) = state.withLock { s -> ([Outcome], [TopicPartitionOffset]) in
-            let take = min(s.pending.count, configuration.commitBatchSize)
-            let outcomes = Array(s.pending.prefix(take))
-            s.pending.removeFirst(take)
+            var outcomes: [Outcome] = [], left: [Outcome] = []
+            for outcome in s.pending {
+                if outcomes.count < configuration.commitBatchSize && (outcome.retryAt.map { $0 <= now } ?? true) {
+                    outcomes.append(outcome)
+                } else {
+                    left.append(outcome)
+                }
+            }
+            s.pending = left
+            // An offset is committed only with the records of every outcome before it: never past
+            // an outcome left for a later commit (a full batch, or one waiting to be tried again).
+            var before: [TopicPartitionRef: Int64] = [:]
+            for outcome in left { before[outcome.partition] = min(before[outcome.partition] ?? .max, outcome.offset) }
             var offsets: [TopicPartitionOffset] = []
-            for (partition, offset) in s.tracker.committableOffsets where s.epochs[partition] != nil && s.lastCommitted[partition] != offset {
-                offsets.append(TopicPartitionOffset(partition.topic, partition.partition, offset: offset))
+            for (partition, offset) in s.tracker.committableOffsets where s.epochs[partition] != nil {
+                let next = min(offset, before[partition] ?? .max)
+                if let last = s.lastCommitted[partition], next <= last { continue }
+                offsets.append(TopicPartitionOffset(partition.topic, partition.partition, offset: next))
             }
             s.committing = !outcomes.isEmpty || !offsets.isEmpty
             return (outcomes, offsets)
@@ -155,38 +271,46 @@ extension Worker {
         guard !outcomes.isEmpty || !offsets.isEmpty else { return }
         defer { state.withLock { $0.committing = false } }
         let records = outcomes.flatMap(\.records)
+        var delivered: [Result<DeliveryReport, KafkaError>] = []
         do {
             if let producer = context.transactional {
                 try producer.beginTransaction()
-                for record in records { try await producer.sendAndForget(record) }
+                // The records go out while the offsets are added; each record's own outcome tells
+                // which one the broker refused, if any.
+                async let deliveries = producer.sendBatch(records)
                 if !offsets.isEmpty {
                     try await producer.sendOffsets(offsets, groupMetadata: try context.consumer.groupMetadata())
                 }
+                delivered = await deliveries
+                try Self.check(delivered)
                 try await producer.commitTransaction()
             } else {
-                for record in records { try await context.plain.sendAndForget(record) }
-                try await context.plain.flush()
+                delivered = await context.plain.sendBatch(records)
+                try Self.check(delivered)
                 if !offsets.isEmpty { try await context.consumer.commit(offsets) }
             }
-        } catch let error as KafkaError {
-            if error.kind == .fatal {
+        } catch {
+            var fatal = (error as? KafkaError).flatMap { $0.kind == .fatal ? $0 : nil } ?? context.transactional?.fatalError
+            if case CommitFailure.records(let failures) = error, fatal == nil { fatal = failures.values.first { $0.kind == .fatal } }
+            if let error = fatal {
                 log(.init(level: "error", message: "transactional producer unusable (\(error)); the worker stops so a new instance can take over",
                           fields: [:]))
                 throw error
             }
             if let producer = context.transactional { try? await producer.abortTransaction() }
-            state.withLock { s in
-                s.pending.insert(contentsOf: outcomes, at: 0)
-                s.statistics.transactionsAborted += 1
-            }
-            metrics.transactionAborts.labels([error.kind.rawValue]).increment()
-            log(.init(level: "warning", message: "commit failed, will retry: \(error)", fields: ["outcomes": String(outcomes.count)]))
-            try? await Task.sleep(for: .milliseconds(100))
+            await commitFailed(outcomes, records: records, delivered: delivered, error: error)
             return
         }
         state.withLock { s in
             for o in offsets { s.lastCommitted[TopicPartitionRef(topic: o.topic, partition: o.partition)] = o.offset }
             s.statistics.transactionsCommitted += 1
+            if s.commitFailures > 0 {
+                log(.init(message: "commits succeed again", fields: ["failed_before": String(s.commitFailures)]))
+            }
+            s.commitFailures = 0
+            s.commitFailingSince = nil
+            s.commitFailingSinceInstant = nil
+            s.lastCommitError = nil
             metrics.transactionCommits.increment()
             if !outcomes.isEmpty { metrics.batchSize.observe(Double(outcomes.count)) }
             for outcome in outcomes {
@@ -219,6 +343,74 @@ extension Worker {
         }
     }
 
+    /// Throws the records' own failures, if any record failed.
+    static func check(_ delivered: [Result<DeliveryReport, KafkaError>]) throws {
+        var failures: [Int: KafkaError] = [:]
+        for (index, result) in delivered.enumerated() {
+            if case .failure(let error) = result { failures[index] = error }
+        }
+        if !failures.isEmpty { throw CommitFailure.records(failures) }
+    }
+
+    /// After a failed commit: outcomes whose record the broker refused for good are rebuilt (and the
+    /// batch is tried again at once); everything else goes back to wait for the next try, after a pause.
+    func commitFailed(_ outcomes: [Outcome], records: [ProducerRecord], delivered: [Result<DeliveryReport, KafkaError>],
+                      error: any Error) async {
+        var retry = outcomes
+        var refusals = 0
+        var firstError: KafkaError? = error as? KafkaError
+        if case CommitFailure.records(let failures) = error {
+            // Which outcome each record belongs to.
+            var owner: [Int] = []
+            for (index, outcome) in outcomes.enumerated() { owner += Array(repeating: index, count: outcome.records.count) }
+            var refusedOutcomes: [Int: (error: KafkaError, topic: String)] = [:]
+            for (recordIndex, failure) in failures.sorted(by: { $0.key < $1.key }) {
+                if firstError == nil { firstError = failure }
+                if failure.refusesRecord, refusedOutcomes[owner[recordIndex]] == nil {
+                    refusedOutcomes[owner[recordIndex]] = (failure, records[recordIndex].topic)
+                }
+            }
+            for (index, refusal) in refusedOutcomes {
+                retry[index] = refused(outcomes[index], because: refusal.error.description, topic: refusal.topic)
+                refusals += 1
+            }
+            if configuration.delivery == .atLeastOnce {
+                // Without a transaction the delivered records stay written: send only what failed.
+                for index in retry.indices where refusedOutcomes[index] == nil {
+                    let start = outcomeRecordStart(outcomes, index)
+                    let mine = start..<(start + outcomes[index].records.count)
+                    retry[index].records = mine.compactMap { failures[$0] == nil ? nil : records[$0] }
+                }
+            }
+        }
+        let reason = refusals > 0 ? "record_refused" : (firstError?.codeName ?? firstError.map { $0.kind.rawValue } ?? "error").lowercased()
+        metrics.commitRetries.labels([reason]).increment()
+        metrics.transactionAborts.labels([firstError?.kind.rawValue ?? "error"]).increment()
+        let failures = state.withLock { s -> Int in
+            s.pending.insert(contentsOf: retry, at: 0)
+            s.statistics.transactionsAborted += 1
+            s.statistics.commitRetries += 1
+            if refusals > 0 { return 0 }
+            s.commitFailures += 1
+            if s.commitFailingSince == nil {
+                s.commitFailingSince = .now()
+                s.commitFailingSinceInstant = .now
+            }
+            s.lastCommitError = "\(firstError.map { "\($0)" } ?? "\(error)")"
+            return s.commitFailures
+        }
+        log(.init(level: "warning", message: "commit failed, will retry: \(firstError.map { "\($0)" } ?? "\(error)")",
+                  fields: ["outcomes": String(outcomes.count), "refused": String(refusals), "failures_in_a_row": String(failures)]))
+        guard refusals == 0 else { return }
+        // 100 ms, 200 ms, ... up to commitRetryMaxDelay.
+        let delay = min(configuration.commitRetryMaxDelay, .milliseconds(100 * (1 << min(failures - 1, 10))))
+        try? await Task.sleep(for: delay)
+    }
+
+    private func outcomeRecordStart(_ outcomes: [Outcome], _ index: Int) -> Int {
+        outcomes[..<index].reduce(0) { $0 + $1.records.count }
+    }
+
     // MARK: - Heartbeats and logs
 
     func heartbeatLoop(_ context: RunContext) async {
@@ -238,7 +430,8 @@ extension Worker {
                             errors: Int64(s.statistics.transactionsAborted),
                             running: s.running.values.map { RunningJobRef(jobID: $0.item.job.jobID, attempt: $0.item.job.attempt, since: $0.startedAt) }
                                 .sorted { $0.since < $1.since },
-                            jobTimeoutMs: Int64(configuration.jobTimeout.milliseconds))
+                            jobTimeoutMs: Int64(configuration.jobTimeout.milliseconds),
+                            commitFailure: s.commitFailingSince.map { CommitFailureRef(since: $0, failures: s.commitFailures, error: s.lastCommitError ?? "?") })
         }
         let beatState = workerState == .stopped ? WorkerState.stopped : beat.state
         var record = beat

@@ -60,6 +60,10 @@ public final class Worker: Sendable {
             if !s.ready { reasons.append("not yet in the consumer group (brokers unreachable or the group still forming)") }
             else if s.epochs.isEmpty { reasons.append("no partitions assigned (more workers than partitions?)") }
             if s.draining { reasons.append("draining for shutdown") }
+            if let since = s.commitFailingSinceInstant, ContinuousClock.now - since >= configuration.commitFailureGrace {
+                reasons.append("commits failing for \(Int((ContinuousClock.now - since).milliseconds / 1000)) s (\(s.commitFailures) tries): "
+                               + (s.lastCommitError ?? "?"))
+            }
             return Readiness(reasons: reasons)
         }
     }
@@ -107,6 +111,10 @@ public final class Worker: Sendable {
             + (0..<controlPartitions).map { TopicPartition(layout.control, Int32($0)) }
         try index.assign(try await PartitionScan.startOffsets(index, indexed, since: since, backfill: 100_000))
         state.withLock { $0.resultPartitions = resultPartitions }
+        // Until the brokers say how large each output topic's records may be, the producer's own
+        // bound holds (DescribeConfigs may be slow or, on the embedded cluster, never answered).
+        let producerProperties = connection.properties.merging(configuration.producerProperties) { $1 }
+        state.withLock { $0.recordLimits = RecordLimits(producerProperties: producerProperties) }
 
         try consumer.subscribe([layout.jobs, layout.retry])
         let queue = BoundedQueue<WorkItem>(capacity: configuration.concurrency)
@@ -121,6 +129,7 @@ public final class Worker: Sendable {
             try await withTaskCancellationHandler {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await self.indexLoop(index) }
+                group.addTask { await self.readRecordLimits(admin, producerProperties: producerProperties) }
                 group.addTask { await self.heartbeatLoop(context) }
                 group.addTask { await self.delayLoop(context) }
                 for _ in 0..<configuration.concurrency {
@@ -155,6 +164,18 @@ public final class Worker: Sendable {
             log(.init(message: "worker \(configuration.workerID) stopped", fields: statisticsFields()))
         }
         if let runError, !(runError is CancellationError) { throw runError }
+    }
+
+    /// Learns each output topic's `max.message.bytes` (see `RecordLimits`).
+    func readRecordLimits(_ admin: KafkaAdmin, producerProperties: [String: String]) async {
+        let layout = connection.layout
+        let limits = await RecordLimits.read(admin, producerProperties: producerProperties,
+                                             topics: [layout.results, layout.trace, layout.retry, layout.deadLetters])
+        state.withLock { $0.recordLimits = limits; $0.recordLimitsAsked = true }
+        log(.init(message: "record size limits", fields: [
+            "producer_max_bytes": String(limits.producerMaxBytes),
+            "dead_letters": String(limits.limit(for: layout.deadLetters)), "results": String(limits.limit(for: layout.results)),
+            "topics_described": String(limits.topicMaxBytes.count)]))
     }
 
     // MARK: - Reading

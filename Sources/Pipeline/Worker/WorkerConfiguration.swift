@@ -45,6 +45,10 @@ public struct WorkerConfiguration: Sendable {
     public var consumerProperties: [String: String] = [:]
     /// Extra librdkafka properties for the producers.
     public var producerProperties: [String: String] = [:]
+    /// Commits that keep failing this long make the worker unready (`/readyz` 503, the reason in
+    /// `levee status`); it keeps retrying meanwhile, waiting up to `commitRetryMaxDelay` between tries.
+    public var commitFailureGrace: Duration = .seconds(10)
+    public var commitRetryMaxDelay: Duration = .seconds(5)
 
     public init(workerID: String = WorkerConfiguration.defaultWorkerID()) {
         self.workerID = workerID
@@ -69,6 +73,11 @@ public struct WorkerStatistics: Sendable, Equatable, Codable {
     public var transactionsCommitted = 0
     public var transactionsAborted = 0
     public var rebalances = 0
+    /// Records the broker refused for good (too large, invalid, not authorized): each job's outcome
+    /// was rebuilt as a failed result of class `record_rejected`.
+    public var recordsRefused = 0
+    /// Commits that failed and were tried again.
+    public var commitRetries = 0
 
     public init() {}
 

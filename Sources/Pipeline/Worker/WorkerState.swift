@@ -63,8 +63,19 @@ struct Outcome: Sendable {
     var deadLettered = false
     /// The error class of a failure, retry or dead letter (for metrics).
     var errorClass: ErrorClass?
+    /// The job this outcome is about (nil for a record that is not a readable job).
+    var item: WorkItem?
+    /// A poison record's dead letter, kept to write a smaller one if the broker refuses it.
+    var deadLetter: DeadLetter?
+    var generation: Int32?
+    /// How many times the broker refused a record of this outcome (each time it is rebuilt smaller).
+    var refusals = 0
+    /// A refused outcome that cannot be made smaller waits until then before it is tried again.
+    var retryAt: ContinuousClock.Instant?
 
     init(item: WorkItem, records: [ProducerRecord], status: JobStatus?, isFinal: Bool, retried: Bool = false) {
+        self.item = item
+        self.generation = item.generation
         self.jobID = item.job.jobID
         self.partition = item.partition
         self.offset = item.offset
@@ -80,6 +91,7 @@ struct Outcome: Sendable {
         self.partition = source.partition
         self.offset = source.offset
         self.epoch = source.epoch
+        self.generation = source.generation
         self.records = records
         self.status = status
         self.isFinal = status != nil
@@ -116,6 +128,15 @@ struct WorkerRuntimeState {
     var indexBarrier: [Int32: Int64] = [:]
     var barrierSetAt = ContinuousClock.now
     var statistics = WorkerStatistics()
+    /// The largest record each output topic takes (read at start).
+    var recordLimits = RecordLimits()
+    /// Whether the brokers were asked for the topics' limits yet (done once, at start).
+    var recordLimitsAsked = false
+    /// Commits failing in a row, since when, and the last error: the health signal.
+    var commitFailures = 0
+    var commitFailingSince: Timestamp?
+    var commitFailingSinceInstant: ContinuousClock.Instant?
+    var lastCommitError: String?
 
     /// Whether a newly read record of job `id` is a duplicate to skip: the job has a committed or
     /// pending terminal outcome, or a copy from a partition this worker still holds is queued,

@@ -45,6 +45,9 @@ enum ChaosCommand: LeveeCommand {
       --timeout S           longest wait for the jobs to drain after the chaos (default 300)
       --sla S               the reconciler's SLA for calling a job lost (default 20)
       --seed N              seed for the choices (default: random; printed)
+      --near-limit          oversize jobs are raw records of 0.9× to 2× the dead-letter topic's
+                            record limit (about 1 MB) instead of 270 KB jobs, so each dead letter
+                            must keep only the first part of its original
       --keep-logs DIR       keep the workers' and brokers' logs in DIR (default: a temporary
                             directory, removed when the run passes)
       --json                the summary as one JSON object (progress goes to stderr)
@@ -68,11 +71,14 @@ enum ChaosCommand: LeveeCommand {
         var seed: UInt64
         var keepLogs: String?
         var json = false
+        /// Oversize jobs near and over the record size limit (see --near-limit).
+        var nearLimit = false
     }
 
     static func parse(_ arguments: inout Arguments) throws -> Options {
         var o = Options(seed: UInt64.random(in: 1...999_999))
         o.json = arguments.flag("--json")
+        o.nearLimit = arguments.flag("--near-limit")
         o.jobs = try arguments.option("--jobs", as: Int.self) ?? o.jobs
         o.workers = try arguments.option("--workers", as: Int.self) ?? o.workers
         o.duration = try arguments.option("--duration", as: Double.self) ?? o.duration

@@ -458,6 +458,10 @@ final class ChaosRun: @unchecked Sendable {
         big.maxRecordBytes = 900_000
         let bigClient = try JobClient(connection: connection, limits: big)
         let raw = try KafkaProducer(configuration: connection.configuration())
+        // Records up to 2× the producer's default limit (--near-limit), as a careless producer may write.
+        let rawLarge = try KafkaProducer(configuration: connection.configuration(["message.max.bytes": "4000000"]))
+        let deadLetterBound = RecordLimits().limit(for: connection.layout.deadLetters)
+        let nearLimit = options.nearLimit
         do { try await client.prepare(timeout: .seconds(30)) } catch {
             throw CommandFailure.failed("cannot reach the broker at \(bootstrap): \(error)")
         }
@@ -467,9 +471,9 @@ final class ChaosRun: @unchecked Sendable {
         let started = ContinuousClock.now
         for chunk in stride(from: 0, to: kinds.count, by: 500) {
             let slice = Array(kinds[chunk..<min(kinds.count, chunk + 500)].enumerated()).map { ($0.offset + chunk, $0.element) }
-            let chosen = slice.map { ($0.0, $0.1, Bool.random(using: &random)) }
+            let chosen = slice.map { ($0.0, $0.1, Bool.random(using: &random), Double.random(in: 0.9...2.0, using: &random)) }
             try await withThrowingTaskGroup(of: ChaosJob?.self) { group in
-                for (i, kind, coin) in chosen {
+                for (i, kind, coin, factor) in chosen {
                     group.addTask {
                         do {
                             var job = JobClient.makeJob(tenant: "chaos", kind: .textGenerate, model: "synthetic",
@@ -482,6 +486,14 @@ final class ChaosRun: @unchecked Sendable {
                             case .expired:
                                 job.deadline = job.submittedAt.adding(milliseconds: 1)
                                 _ = try await client.submit(job)
+                            case .oversize where nearLimit:
+                                // A job the size of 0.9× to 2× the dead-letter bound, straight to the topic.
+                                job.input = JobInput(prompt: "x")
+                                let small = try LeveeJSON.encode(job).count
+                                job.input = JobInput(prompt: String(repeating: "x", count: max(1, Int(Double(deadLetterBound) * factor) - small)))
+                                _ = try await rawLarge.send(ProducerRecord(topic: jobsTopic, key: Array(job.jobID.description.utf8),
+                                                                           value: Array(try LeveeJSON.encode(job))))
+                                return ChaosJob(id: job.jobID, kind: kind, viaClient: false)
                             case .oversize:
                                 job.input = JobInput(prompt: String(repeating: "x", count: 270_000))
                                 _ = try await bigClient.submit(job)
@@ -507,6 +519,7 @@ final class ChaosRun: @unchecked Sendable {
         try await client.close()
         try await bigClient.close()
         try await raw.close()
+        try await rawLarge.close()
         submitFailures = failed
         say(String(format: "submitted %d jobs in %.1f s (%d poison, %d oversize, %d expired)%@", accepted.count,
                    (ContinuousClock.now - started).seconds, poison, oversize, expired, failed > 0 ? " — \(failed) submits failed" as NSString : "" as NSString))
