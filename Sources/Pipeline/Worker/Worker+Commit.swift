@@ -149,11 +149,11 @@ extension Worker {
             for (partition, offset) in s.tracker.committableOffsets where s.epochs[partition] != nil && s.lastCommitted[partition] != offset {
                 offsets.append(TopicPartitionOffset(partition.topic, partition.partition, offset: offset))
             }
-            s.committing = !outcomes.isEmpty || !offsets.isEmpty
+            s.beginCommit(outcomes, hasOffsets: !offsets.isEmpty)
             return (outcomes, offsets)
         }
         guard !outcomes.isEmpty || !offsets.isEmpty else { return }
-        defer { state.withLock { $0.committing = false } }
+        defer { commitEnded() }
         let records = outcomes.flatMap(\.records)
         do {
             if let producer = context.transactional {
