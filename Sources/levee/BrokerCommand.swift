@@ -10,8 +10,8 @@ enum BrokerCommand: LeveeCommand {
     static let name = "broker"
     static let summary = "Run an embedded, memory-only Kafka cluster for development and tests"
     static let help = """
-    Usage: levee broker [--brokers N] [--partitions N] [--topic NAME[:PARTITIONS]]... [--levee-topics PREFIX]
-                        [--control-socket PATH] [--json]
+    Usage: levee broker [--brokers N] [--partitions N] [--topic NAME[:PARTITIONS]]...
+                        [--levee-topics PREFIX | --no-levee-topics] [--control-socket PATH] [--json]
 
     Runs librdkafka's mock Kafka cluster in this process, for development and tests only:
       - memory only: nothing is kept when it stops, and only about 5 MiB per partition is kept
@@ -28,12 +28,14 @@ enum BrokerCommand: LeveeCommand {
 
     Options:
       --brokers N              number of brokers, ids 1..N (default 1)
-      --partitions N           partitions of topics created here without a count (default 4,
-                               the same as topics clients auto-create)
+      --partitions N           partitions of Levee's topics and of topics created here without
+                               a count (default 12, what the other commands expect)  [LEVEE_PARTITIONS]
       --topic NAME[:P]         create a topic at start (repeatable)
-      --levee-topics PREFIX    create Levee's seven topics under PREFIX ("" for none) with
-                               --partitions partitions (the mock cannot create them through
-                               the Admin API, so `levee topics create` does not work here)
+      --levee-topics PREFIX    the prefix of Levee's seven topics, created at start with
+                               --partitions partitions (default "", i.e. levee.jobs, ...;
+                               the mock cannot create topics through the Admin API, so
+                               `levee topics create` does not work here)       [LEVEE_PREFIX]
+      --no-levee-topics        create none of Levee's topics
       --control-socket PATH    also accept the commands on a unix-domain socket at PATH, one
                                reply line per command line (e.g. with `nc -U PATH`)
       --json                   print the first line as JSON: {"bootstrap":..., "brokers":[...],
@@ -60,16 +62,25 @@ enum BrokerCommand: LeveeCommand {
     """
 
     static func run(_ arguments: inout Arguments) async throws {
+        let environment = ProcessInfo.processInfo.environment
         let brokers = try arguments.option("--brokers", as: Int.self) ?? 1
-        let partitions = try arguments.option("--partitions", as: Int.self) ?? 4
+        // The same defaults as every other command's --partitions and --prefix, so that
+        // `levee broker` followed by `levee worker/submit/doctor --brokers ADDR` needs no other flag.
+        let partitionsText = try arguments.option("--partitions") ?? environment["LEVEE_PARTITIONS"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? String(TopicLayout().partitions)
         let topicSpecs = try arguments.values("--topic")
-        let leveePrefix = try arguments.option("--levee-topics")
+        let prefixOption = try arguments.option("--levee-topics")
+        let noLeveeTopics = arguments.flag("--no-levee-topics")
         let socketPath = try arguments.option("--control-socket")
         let json = arguments.flag("--json")
         try arguments.finish()
 
         guard (1...64).contains(brokers) else { throw CommandFailure.usage("--brokers must be between 1 and 64, got \(brokers)") }
-        guard (1...100_000).contains(partitions) else { throw CommandFailure.usage("--partitions must be at least 1, got \(partitions)") }
+        guard let partitions = Int(partitionsText), (1...100_000).contains(partitions) else {
+            throw CommandFailure.usage("--partitions must be a whole number of at least 1, got '\(partitionsText)'")
+        }
+        if noLeveeTopics, prefixOption != nil { throw CommandFailure.usage("--levee-topics and --no-levee-topics exclude each other") }
+        let leveePrefix = noLeveeTopics ? nil : (prefixOption ?? environment["LEVEE_PREFIX"] ?? "")
         var topics = try topicSpecs.map { try parseTopic($0, defaultPartitions: partitions) }
         if let leveePrefix {
             topics += TopicLayout(prefix: leveePrefix, partitions: partitions).specs.map { (name: $0.name, partitions: $0.partitions) }
@@ -107,6 +118,7 @@ enum BrokerCommand: LeveeCommand {
             printOut(cluster.bootstrapServers + "\n")
         }
         printError("levee broker: \(brokers) broker(s) at \(cluster.bootstrapServers) (memory only, transactions not enforced)"
+                   + (leveePrefix.map { "; Levee's topics\($0.isEmpty ? "" : " under \($0)") with \(partitions) partitions" } ?? "")
                    + (socketPath.map { "; control socket \($0)" } ?? ""))
 
         let signals = [SIGTERM, SIGINT].map { number -> DispatchSourceSignal in

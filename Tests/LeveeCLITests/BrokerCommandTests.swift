@@ -42,7 +42,7 @@ struct BrokerCommandTests {
 
     @Test("stdin commands answer one line each, ok or error:")
     func stdinCommands() async throws {
-        let broker = try LeveeProcess.start(["broker", "--brokers", "3", "--partitions", "2"])
+        let broker = try LeveeProcess.start(["broker", "--brokers", "3", "--partitions", "2", "--no-levee-topics"])
         let bootstrap = try #require(await broker.readLine())
         let script: [(command: String, ok: Bool)] = [
             ("topic levee.cli.a", true),
@@ -163,19 +163,51 @@ struct BrokerCommandTests {
         #expect(!FileManager.default.fileExists(atPath: path))
     }
 
+    @Test("with no flags it creates Levee's topics with the partitions the other commands expect; --no-levee-topics creates none")
+    func leveeTopicsByDefault() async throws {
+        let broker = try LeveeProcess.start(["broker", "--json"], environment: ["LEVEE_PREFIX": "", "LEVEE_PARTITIONS": ""])
+        let line = try #require(await broker.readLine())
+        let start = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        let bootstrap = try #require(start["bootstrap"] as? String)
+        let expected = ["levee.jobs": 12, "levee.jobs.retry": 12, "levee.results": 12, "levee.dlq": 3, "levee.trace": 12,
+                        "levee.workers": 1, "levee.control": 12]
+        #expect(start["topics"] as? [String: Int] == expected)
+        for (topic, partitions) in expected {
+            #expect(try Kcat.metadata(bootstrap, topic: topic).topics.first?.partitions.count == partitions, "\(topic)")
+        }
+        broker.signal(SIGTERM)
+        let output = await broker.waitForExit()
+        #expect(output.status == 0)
+        #expect(output.stderr.contains("Levee's topics with 12 partitions"), "\(output.stderr)")
+
+        // LEVEE_PREFIX / LEVEE_PARTITIONS are honoured as by the other commands; the opt-out creates nothing.
+        let prefixed = try LeveeProcess.start(["broker", "--json"], environment: ["LEVEE_PREFIX": "dev.", "LEVEE_PARTITIONS": "3"])
+        let prefixedLine = try #require(await prefixed.readLine())
+        let prefixedStart = try #require(try JSONSerialization.jsonObject(with: Data(prefixedLine.utf8)) as? [String: Any])
+        #expect((prefixedStart["topics"] as? [String: Int])?["dev.levee.jobs"] == 3, "\(prefixedStart)")
+        prefixed.signal(SIGTERM)
+        #expect(await prefixed.waitForExit().status == 0)
+        let none = try LeveeProcess.start(["broker", "--json", "--no-levee-topics"])
+        let noneLine = try #require(await none.readLine())
+        let noneStart = try #require(try JSONSerialization.jsonObject(with: Data(noneLine.utf8)) as? [String: Any])
+        #expect((noneStart["topics"] as? [String: Int])?.isEmpty == true, "\(noneStart)")
+        none.signal(SIGTERM)
+        #expect(await none.waitForExit().status == 0)
+    }
+
     @Test("--help explains what it is and lists the commands")
     func help() async throws {
         let output = try await LeveeProcess.run(["broker", "--help"])
         #expect(output.status == 0)
         for text in ["memory only", "transactions are NOT enforced", "development and tests", "--control-socket",
-                     "down B", "up B", "rtt B MS", "errors API", "broker-errors B", "topic NAME", "status", "quit"] {
+                     "--no-levee-topics", "down B", "up B", "rtt B MS", "errors API", "broker-errors B", "topic NAME", "status", "quit"] {
             #expect(output.stdout.contains(text), "help lacks '\(text)'")
         }
     }
 
     @Test("bad flags exit 64 with a message", arguments: [
         ["--brokers", "0"], ["--brokers", "two"], ["--partitions", "0"], ["--topic", "a:x"], ["--topic", ":3"],
-        ["--bogus"], ["extra"], ["--brokers"],
+        ["--bogus"], ["extra"], ["--brokers"], ["--no-levee-topics", "--levee-topics", "x."], ["--partitions", "many"],
     ])
     func badFlags(arguments: [String]) async throws {
         let output = try await LeveeProcess.run(["broker"] + arguments, timeout: 20)

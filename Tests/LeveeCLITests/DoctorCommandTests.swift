@@ -67,6 +67,38 @@ struct DoctorCommandTests {
         #expect(lines.last?.hasPrefix("doctor: NOT READY — 7 failed") == true, "\(lines.last ?? "")")
     }
 
+    /// A newcomer's first try: `levee broker` with no flags, then the other commands with only
+    /// --brokers (no --prefix, no --partitions): doctor passes, warning only about what a
+    /// one-broker mock cannot give, and a job goes through.
+    @Test("levee broker with no flags: doctor, submit, worker, result and status need only --brokers", .timeLimit(.minutes(3)))
+    func newcomerDefaults() async throws {
+        let broker = try LeveeProcess.start(["broker"])
+        let bootstrap = try #require(await broker.readLine())
+        defer { broker.signal(SIGTERM); _ = broker.waitForExitBlocking() }
+        let connection = ["--brokers", bootstrap]
+
+        let doctor = try await LeveeProcess.run(["doctor", "--json", "--engine", "synthetic"] + connection, timeout: 90)
+        #expect(doctor.status == 0, "\(doctor)")
+        let report = try Self.decode(doctor)
+        #expect(report.ok && report.counts["fail"] == 0, "\(report.checks.filter { $0.status == "fail" }.map { "\($0.name): \($0.detail)" })")
+        for topic in Self.topics { #expect(report.check("topic \(topic)")?.status == "ok", "\(topic): \(report.check("topic \(topic)")?.detail ?? "no check")") }
+        #expect(report.check("transactions")?.status == "ok")
+        let notOK = Set(report.checks.filter { $0.status != "ok" }.map(\.name))
+        #expect(notOK.isSubset(of: ["topic configs", "replication", "model", "memory", "openai backend"]), "\(notOK)")
+
+        let worker = try LeveeProcess.start(["worker", "--worker-id", "first-try", "--engine", "synthetic", "--synthetic-delay", "5"] + connection)
+        defer { worker.signal(SIGTERM); _ = worker.waitForExitBlocking(timeout: 60) }
+        let submitted = try await LeveeProcess.run(["submit", "--chat", "--prompt", "hello", "--model", "synthetic", "--json"] + connection)
+        #expect(submitted.status == 0, "\(submitted)")
+        let receipt = try #require(try JSONSerialization.jsonObject(with: Data(submitted.stdout.utf8)) as? [String: Any])
+        let id = try #require(receipt["job_id"] as? String)
+        let result = try await LeveeProcess.run(["result", id, "--wait", "90", "--json"] + connection, timeout: 120)
+        #expect(result.status == 0, "\(result)")
+        #expect(result.stdout.contains("\"succeeded\""), "\(result.stdout)")
+        let status = try await LeveeProcess.run(["status", "--json"] + connection, timeout: 60)
+        #expect(status.stdout.contains("first-try"), "\(status)")
+    }
+
     @Test("a missing model fails with the setup fix; bad options are usage errors")
     func modelAndUsage() async throws {
         let noModel = try await LeveeProcess.run(["doctor", "--json", "--brokers", "127.0.0.1:1", "--timeout", "1", "--model", "/nonexistent/levee.gguf"])

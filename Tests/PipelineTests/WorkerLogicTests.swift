@@ -121,6 +121,33 @@ import Testing
         s.completed.insert(job.jobID)
         #expect(s.isDuplicate(job.jobID), "a committed result always wins")
     }
+
+    /// The committer takes outcomes out of `pending` when a commit starts and adds them to
+    /// `completed` only when it succeeded: a copy read in between (the idempotency-key job that
+    /// ran twice under load) must still be a duplicate.
+    @Test func aJobWhoseOutcomeIsBeingCommittedIsADuplicate() {
+        let job = JobEnvelope(tenant: "t", kind: .textGenerate, model: "m", input: JobInput(prompt: "x"))
+        var s = WorkerRuntimeState()
+        s.epochs[p0] = 1
+        s.pending = [Outcome(item: item(job, epoch: 1), records: [], status: .succeeded, isFinal: true)]
+        #expect(s.isDuplicate(job.jobID), "a pending outcome")
+        let batch = s.pending
+        s.pending.removeAll()
+        s.beginCommit(batch, hasOffsets: true)
+        #expect(s.committing)
+        #expect(s.isDuplicate(job.jobID), "its outcome is in the commit in flight")
+        // The commit failed: the outcome goes back to pending before the commit ends.
+        s.pending = batch
+        _ = s.endCommit()
+        #expect(!s.committing)
+        #expect(s.isDuplicate(job.jobID))
+        // A retry (not final) in flight does not make the job a duplicate.
+        let retry = Outcome(item: item(job, epoch: 1), records: [], status: nil, isFinal: false, retried: true)
+        s.pending.removeAll()
+        s.beginCommit([retry], hasOffsets: false)
+        #expect(!s.isDuplicate(job.jobID))
+        _ = s.endCommit()
+    }
 }
 
 /// Found by `levee chaos`: a poison record read a second time (redelivered after a worker was

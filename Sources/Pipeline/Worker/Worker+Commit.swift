@@ -265,11 +265,11 @@ extension Worker {
                 if let last = s.lastCommitted[partition], next <= last { continue }
                 offsets.append(TopicPartitionOffset(partition.topic, partition.partition, offset: next))
             }
-            s.committing = !outcomes.isEmpty || !offsets.isEmpty
+            s.beginCommit(outcomes, hasOffsets: !offsets.isEmpty)
             return (outcomes, offsets)
         }
         guard !outcomes.isEmpty || !offsets.isEmpty else { return }
-        defer { state.withLock { $0.committing = false } }
+        defer { commitEnded() }
         let records = outcomes.flatMap(\.records)
         var delivered: [Result<DeliveryReport, KafkaError>] = []
         do {

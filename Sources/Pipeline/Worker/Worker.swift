@@ -265,10 +265,21 @@ public final class Worker: Sendable {
     /// (before the partitions go) and again from the event stream; the second call finds nothing.
     func revoke(_ partitions: [TopicPartitionRef]) {
         // A commit in progress may still include these partitions' offsets: let it finish first,
-        // so what the next owner reads is final. Bounded, since this blocks the group.
-        let deadline = ContinuousClock.now + .seconds(10)
-        while state.withLock({ $0.committing }) && ContinuousClock.now < deadline {
-            usleep(2000)
+        // so what the next owner reads is final. This blocks librdkafka's rebalance, so it waits
+        // on a semaphore the committer signals when the commit ends (no polling), bounded.
+        let deadline = DispatchTime.now() + .seconds(10)
+        while let commitEnded = state.withLock({ s -> DispatchSemaphore? in
+            guard s.committing else { return nil }
+            let semaphore = DispatchSemaphore(value: 0)
+            s.commitEndWaiters.append(semaphore)
+            return semaphore
+        }) {
+            if commitEnded.wait(timeout: deadline) == .timedOut {
+                state.withLock { $0.commitEndWaiters.removeAll { $0 === commitEnded } }
+                log(.init(level: "warning", message: "revoke: a commit still in flight after 10 s; partitions handed over without waiting for it",
+                          fields: ["partitions": partitions.map { "\($0.topic)[\($0.partition)]" }.joined(separator: ",")]))
+                break
+            }
         }
         let revoked = Set(partitions)
         let stopped = state.withLock { s -> [RunningJob] in
@@ -288,6 +299,12 @@ public final class Worker: Sendable {
         if !stopped.isEmpty || !partitions.isEmpty {
             log(.init(message: "revoked \(partitions.map { "\($0.topic)[\($0.partition)]" }.joined(separator: ", "))", fields: [:]))
         }
+    }
+
+    /// The committer calls this when a commit ends (committed, aborted or failed), after its
+    /// outcomes went to `completed` or back to `pending`: wakes revoke callbacks waiting for it.
+    func commitEnded() {
+        for waiter in state.withLock({ $0.endCommit() }) { waiter.signal() }
     }
 
     func handle(_ message: KafkaMessage, _ context: RunContext) async throws {

@@ -109,6 +109,11 @@ struct WorkerRuntimeState {
     var ready = false
     var pending: [Outcome] = []
     var committing = false
+    /// Jobs whose terminal outcomes are in the commit in flight: out of `pending`, not yet in
+    /// `completed` (or back in `pending` if it fails). A copy read meanwhile is a duplicate.
+    var committingJobs: Set<JobID> = []
+    /// Revoke callbacks (librdkafka's thread) waiting for the commit in flight to end.
+    var commitEndWaiters: [DispatchSemaphore] = []
     var lastCommitted: [TopicPartitionRef: Int64] = [:]
     var running: [JobID: RunningJob] = [:]
     /// Jobs waiting in the queue or the retry delay, with the partition epoch they came from.
@@ -143,10 +148,24 @@ struct WorkerRuntimeState {
     /// delayed or running. A copy from a revoked epoch does not count: it will be dropped, so the
     /// new copy must run (skipping it would lose the job).
     func isDuplicate(_ id: JobID) -> Bool {
-        if completed.contains(id) { return true }
+        if completed.contains(id) || committingJobs.contains(id) { return true }
         if let r = running[id], epochs[r.item.partition] == r.item.epoch { return true }
         if let q = queued[id], epochs[q.partition] == q.epoch { return true }
         return pending.contains { $0.jobID == id && $0.isFinal }
+    }
+
+    /// A commit of `outcomes` (and offsets) begins: they count as duplicates until it ends.
+    mutating func beginCommit(_ outcomes: [Outcome], hasOffsets: Bool) {
+        committing = !outcomes.isEmpty || hasOffsets
+        committingJobs = Set(outcomes.lazy.filter(\.isFinal).compactMap(\.jobID))
+    }
+
+    /// The commit ended; returns the waiters to signal (outside the lock).
+    mutating func endCommit() -> [DispatchSemaphore] {
+        committing = false
+        committingJobs = []
+        defer { commitEndWaiters = [] }
+        return commitEndWaiters
     }
 
     mutating func enqueue(_ item: WorkItem) {
