@@ -220,10 +220,13 @@ extension Worker {
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.commitInterval)
             if Task.isCancelled { return }
-            try await commitOnce(context)
+            // A failed commit asks for a pause before the next try; taken here, with no commit in
+            // flight, so a rebalance never waits for it.
+            let pause = try await commitOnce(context)
+            if pause > .zero { try? await Task.sleep(for: pause) }
             let done = state.withLock { $0.finalCommitRequested && $0.pending.isEmpty }
             if done {
-                try await commitOnce(context)
+                _ = try await commitOnce(context)
                 finalCommitDone.fire()
                 return
             }
@@ -243,7 +246,9 @@ extension Worker {
     /// batch: its outcome is rebuilt as a failure that fits (`refused`) and the batch is tried again
     /// at once. Other failures are retried with a growing pause (up to `commitRetryMaxDelay`), counted
     /// in `levee_commit_retries_total{reason}`, and after `commitFailureGrace` make the worker unready.
-    func commitOnce(_ context: RunContext) async throws {
+    /// Returns how long to pause before the next try (zero after a success).
+    @discardableResult
+    func commitOnce(_ context: RunContext) async throws -> Duration {
         let now = ContinuousClock.now
         let (outcomes, offsets) = state.withLock { s -> ([Outcome], [TopicPartitionOffset]) in
             var outcomes: [Outcome] = [], left: [Outcome] = []
@@ -268,7 +273,7 @@ extension Worker {
             s.beginCommit(outcomes, hasOffsets: !offsets.isEmpty)
             return (outcomes, offsets)
         }
-        guard !outcomes.isEmpty || !offsets.isEmpty else { return }
+        guard !outcomes.isEmpty || !offsets.isEmpty else { return .zero }
         defer { commitEnded() }
         let records = outcomes.flatMap(\.records)
         var delivered: [Result<DeliveryReport, KafkaError>] = []
@@ -298,8 +303,7 @@ extension Worker {
                 throw error
             }
             if let producer = context.transactional { try? await producer.abortTransaction() }
-            await commitFailed(outcomes, records: records, delivered: delivered, error: error)
-            return
+            return commitFailed(outcomes, records: records, delivered: delivered, error: error)
         }
         state.withLock { s in
             for o in offsets { s.lastCommitted[TopicPartitionRef(topic: o.topic, partition: o.partition)] = o.offset }
@@ -341,6 +345,7 @@ extension Worker {
                 if let value = record.value, let event = try? LeveeJSON.decode(TraceEvent.self, from: Data(value)) { logEvent(event) }
             }
         }
+        return .zero
     }
 
     /// Throws the records' own failures, if any record failed.
@@ -355,7 +360,7 @@ extension Worker {
     /// After a failed commit: outcomes whose record the broker refused for good are rebuilt (and the
     /// batch is tried again at once); everything else goes back to wait for the next try, after a pause.
     func commitFailed(_ outcomes: [Outcome], records: [ProducerRecord], delivered: [Result<DeliveryReport, KafkaError>],
-                      error: any Error) async {
+                      error: any Error) -> Duration {
         var retry = outcomes
         var refusals = 0
         var firstError: KafkaError? = error as? KafkaError
@@ -401,10 +406,9 @@ extension Worker {
         }
         log(.init(level: "warning", message: "commit failed, will retry: \(firstError.map { "\($0)" } ?? "\(error)")",
                   fields: ["outcomes": String(outcomes.count), "refused": String(refusals), "failures_in_a_row": String(failures)]))
-        guard refusals == 0 else { return }
+        guard refusals == 0 else { return .zero }
         // 100 ms, 200 ms, ... up to commitRetryMaxDelay.
-        let delay = min(configuration.commitRetryMaxDelay, .milliseconds(100 * (1 << min(failures - 1, 10))))
-        try? await Task.sleep(for: delay)
+        return min(configuration.commitRetryMaxDelay, .milliseconds(100 * (1 << min(failures - 1, 10))))
     }
 
     private func outcomeRecordStart(_ outcomes: [Outcome], _ index: Int) -> Int {
