@@ -43,7 +43,7 @@ final class OutcomeCollector: @unchecked Sendable {
         [1780, 1300, 3726, 30, 378, 2096],
     ]
 
-    @Test func batchedGreedyEqualsSingleRuns() throws {
+    @Test(arguments: KernelSet.supported) func batchedGreedyEqualsSingleRuns(kernels: KernelSet) throws {
         guard let path = ModelFile.path else { return }
         let model = try LlamaModel(path: path)
         let vocab = model.configuration.vocabularySize
@@ -51,7 +51,7 @@ final class OutcomeCollector: @unchecked Sendable {
 
         // One at a time.
         var single: [[Int32]] = []
-        let alone = BatchScheduler(model: model, maxBatch: 1, maxRows: 16)
+        let alone = BatchScheduler(model: model, maxBatch: 1, maxRows: 16, kernels: kernels)
         defer { alone.shutdown() }
         for (i, p) in Self.prompts.enumerated() {
             let c = OutcomeCollector()
@@ -61,7 +61,7 @@ final class OutcomeCollector: @unchecked Sendable {
 
         // All together, with a small row budget so prompts are chunked across steps while
         // other sequences decode, and the last ones join later (continuous batching).
-        let together = BatchScheduler(model: model, maxBatch: 4, maxRows: 8)
+        let together = BatchScheduler(model: model, maxBatch: 4, maxRows: 8, kernels: kernels)
         defer { together.shutdown() }
         let c = OutcomeCollector()
         for (i, p) in Self.prompts.enumerated() {

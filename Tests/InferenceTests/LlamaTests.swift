@@ -23,10 +23,12 @@ import Testing
         #expect(c.ropeBase == 100_000 && abs(c.normEpsilon - 1e-5) < 1e-9)
     }
 
-    @Test func promptLogitsMatchReference() throws {
+    /// Reference logits within a tolerance per kernel set (below).
+    @Test(arguments: KernelSet.supported) func promptLogitsMatchReference(kernels: KernelSet) throws {
         guard let path = ModelFile.path else { return }
         let model = try LlamaModel(path: path)
-        let runner = LlamaRunner(model: model, maxRows: 16)
+        let runner = LlamaRunner(model: model, maxRows: 16, kernels: kernels)
+        #expect(runner.kernels == kernels)
         let cache = model.makeCache()
         let vocab = model.configuration.vocabularySize
         var logits = [Float](repeating: 0, count: vocab)
@@ -35,14 +37,17 @@ import Testing
         #expect(produced == 1)
         #expect(cache.count == Self.prompt.count)
         let top = logits.withUnsafeBufferPointer { Self.topTwo($0) }
-        #expect(top[0].0 == 761 && abs(top[0].1 - 22.71) < 0.25, "top token \(top[0])")
-        #expect(top[1].0 == 5732 && abs(top[1].1 - 22.40) < 0.25, "second token \(top[1])")
+        // Float products match the reference to 0.25. Quantizing activations to 8 bits per
+        // 32-block moves logits by up to ~0.5 here (measured 761: 23.17 vs float 22.71).
+        let tolerance: Float = kernels == .float ? 0.25 : 0.6
+        #expect(top[0].0 == 761 && abs(top[0].1 - 22.71) < tolerance, "top token \(top[0])")
+        #expect(top[1].0 == 5732 && abs(top[1].1 - 22.40) < tolerance, "second token \(top[1])")
     }
 
-    @Test func tokenByTokenEqualsWholePrompt() throws {
+    @Test(arguments: KernelSet.supported) func tokenByTokenEqualsWholePrompt(kernels: KernelSet) throws {
         guard let path = ModelFile.path else { return }
         let model = try LlamaModel(path: path)
-        let runner = LlamaRunner(model: model, maxRows: 16)
+        let runner = LlamaRunner(model: model, maxRows: 16, kernels: kernels)
         let vocab = model.configuration.vocabularySize
         let whole = model.makeCache(), single = model.makeCache()
         var a = [Float](repeating: 0, count: vocab), b = [Float](repeating: 0, count: vocab)

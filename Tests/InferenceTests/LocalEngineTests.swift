@@ -11,15 +11,15 @@ final class Pieces: @unchecked Sendable {
 }
 
 @Suite(.serialized) struct LocalEngineTests {
-    static func engine() throws -> LocalGGUFEngine? {
+    static func engine(kernels: KernelSet = .preferred) throws -> LocalGGUFEngine? {
         guard let path = ModelFile.path else { return nil }
-        return try LocalGGUFEngine(path: path, maxBatch: 8)
+        return try LocalGGUFEngine(path: path, maxBatch: 8, kernels: kernels)
     }
 
     static let story = "Once upon a time, there was a little cat who"
 
-    @Test func greedyContinuationMatchesReference() async throws {
-        guard let engine = try Self.engine() else { return }
+    @Test(arguments: KernelSet.supported) func greedyContinuationMatchesReference(kernels: KernelSet) async throws {
+        guard let engine = try Self.engine(kernels: kernels) else { return }
         #expect(try engine.promptTokens(.text(Self.story)) == LlamaTests.prompt.map(Int32.init))
         let pieces = Pieces()
         let result = try await engine.generate(
@@ -41,8 +41,8 @@ final class Pieces: @unchecked Sendable {
         #expect(result.finishReason == .stop)
     }
 
-    @Test func concurrentRequestsGetTheirOwnAnswers() async throws {
-        guard let engine = try Self.engine() else { return }
+    @Test(arguments: KernelSet.supported) func concurrentRequestsGetTheirOwnAnswers(kernels: KernelSet) async throws {
+        guard let engine = try Self.engine(kernels: kernels) else { return }
         let solo = try await engine.generate(GenerationRequest(prompt: .chat([.user("What is the capital of France.")]), sampling: .greedy(maxTokens: 12)))
         let results = try await withThrowingTaskGroup(of: (Int, GenerationResult).self) { group in
             for i in 0..<4 {

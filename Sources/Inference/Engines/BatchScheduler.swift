@@ -28,11 +28,12 @@ public final class BatchScheduler: @unchecked Sendable {
     ///   - maxBatch: most sequences in a step (they also share the step's row budget with prompts).
     ///   - maxRows: rows per forward step (decode tokens plus prompt tokens); at least `maxBatch`.
     ///   - threads: threads for the forward pass.
+    ///   - kernels: int8 or float matrix kernels (default: `KernelSet.preferred`).
     public init(model: LlamaModel, maxBatch: Int = 16, maxRows: Int = 64,
-                threads: Int = ProcessInfo.processInfo.activeProcessorCount) {
+                threads: Int = ProcessInfo.processInfo.activeProcessorCount, kernels: KernelSet = .preferred) {
         self.model = model
         self.maxBatch = max(1, maxBatch)
-        runner = LlamaRunner(model: model, maxRows: max(maxRows, self.maxBatch), threads: threads)
+        runner = LlamaRunner(model: model, maxRows: max(maxRows, self.maxBatch), threads: threads, kernels: kernels)
         logits = .allocate(capacity: runner.maxRows * model.configuration.vocabularySize)
     }
 

@@ -17,7 +17,10 @@ public final class LocalGGUFEngine: InferenceEngine {
     /// - Parameters:
     ///   - maxBatch: most requests decoded together; more wait for a slot.
     ///   - threads: threads for the forward pass (default: all cores).
-    public init(path: String, maxBatch: Int = 16, threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws(InferenceError) {
+    ///   - kernels: int8 or float matrix kernels (default: `KernelSet.preferred`, i.e.
+    ///     `LEVEE_KERNELS` or int8 where the CPU has AVX2/FMA).
+    public init(path: String, maxBatch: Int = 16, threads: Int = ProcessInfo.processInfo.activeProcessorCount,
+                kernels: KernelSet = .preferred) throws(InferenceError) {
         do {
             model = try LlamaModel(path: path)
         } catch let error as GGUFError {
@@ -31,7 +34,7 @@ public final class LocalGGUFEngine: InferenceEngine {
         }
         chatTemplate = ChatTemplate(tokenizer: tokenizer)
         modelID = (path as NSString).lastPathComponent
-        scheduler = BatchScheduler(model: model, maxBatch: maxBatch, maxRows: max(64, maxBatch), threads: threads)
+        scheduler = BatchScheduler(model: model, maxBatch: maxBatch, maxRows: max(64, maxBatch), threads: threads, kernels: kernels)
     }
 
     deinit {

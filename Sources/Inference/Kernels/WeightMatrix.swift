@@ -54,11 +54,21 @@ public struct WeightMatrix: @unchecked Sendable {
         rowBytes = columns / type.blockLength * type.blockBytes
     }
 
-    /// Computes rows `range` of `W·x` for every vector of `x`: `out[v·outStride + r]`.
+    /// Computes rows `range` of `W·x` for every vector of `x`: `out[v·outStride + r]`, with the
+    /// kernels `x` was made for (`ActivationBatch.kernels`).
     /// `x` must be prepared (`prepare()`) after its floats were written.
     public func multiply(_ x: ActivationBatch, rows range: Range<Int>,
                          into out: UnsafeMutablePointer<Float>, outStride: Int) {
         precondition(x.length == columns, "\(name): input has \(x.length) values, matrix takes \(columns)")
+        #if arch(x86_64)
+        if x.kernels == .int8 {
+            switch type {
+            case .q4_1: return Int8Kernels.multiply(Q4_1Int8.self, data: data, rowBytes: rowBytes, x, range, out, outStride)
+            case .q8_0: return Int8Kernels.multiply(Q8_0Int8.self, data: data, rowBytes: rowBytes, x, range, out, outStride)
+            default: break // F32 rows take the float path below
+            }
+        }
+        #endif
         switch type {
         case .q4_1: multiplyQuantized(Q4_1Block.self, x, range, out, outStride)
         case .q8_0: multiplyQuantized(Q8_0Block.self, x, range, out, outStride)

@@ -13,6 +13,8 @@ public final class LlamaRunner: @unchecked Sendable {
     public let model: LlamaModel
     public let maxRows: Int
     public let pool: ThreadPool
+    /// The matrix kernels of this runner's steps.
+    public let kernels: KernelSet
     let c: LlamaConfiguration
 
     private let x: UnsafeMutablePointer<Float>         // residual stream, maxRows × dim
@@ -31,8 +33,12 @@ public final class LlamaRunner: @unchecked Sendable {
     private var scores: UnsafeMutablePointer<Float>    // maxRows × heads × scoreCapacity
     private var scoreCapacity = 0
 
-    public init(model: LlamaModel, maxRows: Int = 64, threads: Int = ProcessInfo.processInfo.activeProcessorCount) {
+    /// - Parameter kernels: int8 or float matrix kernels (default: `KernelSet.preferred`, i.e.
+    ///   `LEVEE_KERNELS` or int8 where the CPU has AVX2/FMA); int8 falls back to float elsewhere.
+    public init(model: LlamaModel, maxRows: Int = 64, threads: Int = ProcessInfo.processInfo.activeProcessorCount,
+                kernels: KernelSet = .preferred) {
         self.model = model
+        self.kernels = kernels.availableOrFloat
         self.maxRows = maxRows
         pool = ThreadPool(threads: threads)
         let c = model.configuration
@@ -43,9 +49,9 @@ public final class LlamaRunner: @unchecked Sendable {
             return p
         }
         x = floats(maxRows * c.dimension)
-        normed = ActivationBatch(length: c.dimension, capacity: maxRows)
-        attention = ActivationBatch(length: c.dimension, capacity: maxRows)
-        hidden = ActivationBatch(length: c.feedForward, capacity: maxRows)
+        normed = ActivationBatch(length: c.dimension, capacity: maxRows, kernels: self.kernels)
+        attention = ActivationBatch(length: c.dimension, capacity: maxRows, kernels: self.kernels)
+        hidden = ActivationBatch(length: c.feedForward, capacity: maxRows, kernels: self.kernels)
         q = floats(maxRows * c.dimension)
         k = floats(maxRows * c.kvDimension)
         v = floats(maxRows * c.kvDimension)
