@@ -8,11 +8,12 @@ enum ReconcileBench {
     static let help = """
     Usage: levee bench reconcile [--jobs N[,N...]] [--new K] [--passes P] [--json]
 
-    For each N (default 100000,1000000): builds the reconciler's state from N finished jobs'
-    records, four per job as they come off the wire (the job record, a `received` and a
-    `result_committed` trace event, the terminal result; JSON, keyed by job id, spread over 64
-    partitions), judges it once, then runs P passes (default 5) that each apply K new finished
-    jobs' records (default 1000) and judge again. Twice per N, each in a fresh child process so
+    For each N (default 100000,1000000): puts N finished jobs into the reconciler's state (as
+    the state their records leave: job record, `received`, terminal result, `result_committed`;
+    inserted directly, since decoding millions of JSON records takes most of an hour on a shared
+    2-core machine), judges it once, then runs P passes (default 5) that each apply K new
+    finished jobs' real records (default 1000; four JSON records per job as they come off the
+    wire, keyed by job id, over 64 partitions) and judge again. Twice per N, each in a fresh child process so
     its memory is its own: `full` keeps every job in full and judges every job each pass (the
     reconciler before issue 14), `compact` keeps finished, audited jobs as a few bytes and judges
     only open ones (now). Reports the resident memory the state took (growth across the build
