@@ -16,12 +16,17 @@ enum ReconcileCommand: LeveeCommand {
                   re-enqueued with the same job id and attempt+1 (a `requeued` trace event says
                   so); a worker skips the copy if a result appears meanwhile
       stuck       held by a live worker longer than --stuck-after (reported, not touched)
+      stalled     queued past the SLA in a partition a live worker holds but has received
+                  nothing from for the SLA: lag that does not move while its owner heartbeats
+                  (reported per partition; restarting that worker usually frees it)
       duplicate   more than one terminal record for one job (reported; readers keep the first)
       orphan      a terminal record for a job that was never accepted (reported)
     and counts dead letters by reason. Its state comes only from the topics: a restarted
-    reconciler rebuilds it by reading them again.
+    reconciler rebuilds it by reading them again. A running one reads only what is new on each
+    later pass and judges only jobs still open: finished, audited jobs are kept as a few bytes
+    each (for 7 days, the jobs topic's retention).
 
-    With --once: one pass, then exit 0 when consistent, 1 when anything is lost, stuck,
+    With --once: one pass, then exit 0 when consistent, 1 when anything is lost, stuck, stalled,
     duplicated or orphaned, 2 when the pass could not finish (brokers, missing topics).
     Without: a service that runs a pass every --interval, prints one line per pass, and serves
     /metrics, /healthz and /readyz with --http; SIGTERM/SIGINT stop it.
@@ -121,7 +126,9 @@ enum ReconcileCommand: LeveeCommand {
         out += ["jobs", "results", "trace", "workers"].map { "\(r.recordsRead[$0] ?? 0) \($0)" }.joined(separator: ", ") + ")\n"
         let terminal = JobStatus.allCases.map { "\(r.terminal[$0.rawValue] ?? 0) \($0.rawValue)" }.joined(separator: ", ")
         out += "jobs:       \(r.jobs) — \(terminal)\n"
-        out += "pending:    \(r.pending.queued) queued (\(r.pending.late) past the SLA), \(r.pending.running) running, \(r.pending.waitingRetry) waiting for a retry\n"
+        out += "pending:    \(r.pending.queued) queued (\(r.pending.late) past the SLA"
+            + (r.pending.stalled > 0 ? ", \(r.pending.stalled) behind a live owner that is not moving" : "")
+            + "), \(r.pending.running) running, \(r.pending.waitingRetry) waiting for a retry\n"
         out += "workers:    \(r.workers.alive.count) alive" + (r.workers.alive.isEmpty ? "" : " (\(r.workers.alive.joined(separator: ", ")))")
         out += ", \(r.workers.dead.count) dead" + (r.workers.dead.isEmpty ? "" : " (\(r.workers.dead.joined(separator: ", ")))")
         out += ", \(r.workers.stopped.count) stopped\n"
@@ -137,6 +144,12 @@ enum ReconcileCommand: LeveeCommand {
         section("duplicates", r.duplicates) { d in
             "\(d.jobID)  \(d.records) terminal records in results[\(d.partition)]: "
                 + zip(zip(d.statuses, d.workers), d.offsets).map { "\($0.0.0.rawValue) by \($0.0.1) @\($0.1)" }.joined(separator: ", ")
+        }
+        section("queued behind a live owner past the SLA", r.stalled) { p in
+            "\(p.topic)[\(p.partition)]  \(p.jobs) job\(p.jobs == 1 ? "" : "s") waiting since \(p.queuedSince) (oldest \(p.oldestJob)); "
+                + "\(p.owner) holds it and heartbeats (\(p.ownerHeartbeatAt)) but "
+                + (p.lastReceivedAt.map { "received nothing from it since \($0)" } ?? "never received from it")
+                + " (paused or stuck consumer? restart \(p.owner); levee trace \(p.oldestJob))"
         }
         section("orphans", r.orphans) { "\($0.jobID)  \($0.status.rawValue) at results[\($0.partition)]@\($0.offset), no such job was accepted" }
         if !r.traceIncomplete.isEmpty {

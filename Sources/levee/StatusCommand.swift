@@ -6,8 +6,8 @@ enum StatusCommand: LeveeCommand {
     static let name = "status"
     static let summary = "Show brokers, topics, lag, workers alive/dead and stuck jobs, with a verdict"
     static let help = """
-    Usage: levee status [--json] [--group ID] [--stuck-after SECONDS] [--forget-after SECONDS]
-                        [connection options]
+    Usage: levee status [--json] [--group ID] [--stuck-after SECONDS] [--stalled-after SECONDS]
+                        [--forget-after SECONDS] [connection options]
 
     One look at the pipeline: the brokers (reachable or not), Levee's topics (partitions against
     the layout, cleanup.policy and retention; a results, workers or control topic that is not
@@ -16,7 +16,9 @@ enum StatusCommand: LeveeCommand {
     dead = no heartbeat for 3 intervals without a clean stop, stopped; last seen, host, pid,
     partitions held, current jobs, jobs done/failed, errors; a dead worker's partitions and jobs
     are named), the oldest unfinished job and jobs running longer than their worker's job
-    timeout. Ends with one line: "healthy: …" or "ATTENTION: …". Reads are bounded (the tail of
+    timeout, and stalled partitions: lag that does not move while its owner heartbeats (the
+    first unfinished record waited past --stalled-after, a live worker holds the partition and is
+    not running that job, and the job has no result). Ends with one line: "healthy: …" or "ATTENTION: …". Reads are bounded (the tail of
     the heartbeats topic, one record per lagging partition).
 
     Exits 0 when healthy, 1 when something needs attention, 2 when no broker answers.
@@ -25,6 +27,9 @@ enum StatusCommand: LeveeCommand {
       --group ID            the worker group (default <prefix>levee-workers, as levee worker)
       --stuck-after S       a running job older than S seconds is stuck (default: each
                             worker's own --job-timeout, from its heartbeat)
+      --stalled-after S     a partition's first unfinished record waiting S seconds behind a live
+                            owner that is not running it marks the partition stalled (default
+                            120, the reconciler's SLA)
       --forget-after S      a dead worker silent longer than S seconds is listed as gone and
                             no longer needs attention (default 86400; a worker restarted under
                             the same --worker-id replaces its dead entry at once)
@@ -38,12 +43,15 @@ enum StatusCommand: LeveeCommand {
         if let group, group.isEmpty { throw CommandFailure.usage("--group needs a group id") }
         let stuckAfter = try arguments.option("--stuck-after", as: Double.self)
         if let stuckAfter, !(stuckAfter > 0) { throw CommandFailure.usage("--stuck-after expects seconds > 0") }
+        let stalledAfter = try arguments.option("--stalled-after", as: Double.self)
+        if let stalledAfter, !(stalledAfter > 0) { throw CommandFailure.usage("--stalled-after expects seconds > 0") }
         let forgetAfter = try arguments.option("--forget-after", as: Double.self)
         if let forgetAfter, !(forgetAfter > 0) { throw CommandFailure.usage("--forget-after expects seconds > 0") }
         let options = try ConnectionOptions.parse(&arguments)
         try arguments.finish()
         var readOptions = StatusReader.Options(group: group)
         readOptions.stuckAfter = stuckAfter.map { .milliseconds(Int64($0 * 1000)) }
+        if let stalledAfter { readOptions.stalledAfter = .milliseconds(Int64(stalledAfter * 1000)) }
         if let forgetAfter { readOptions.forgetAfter = .milliseconds(Int64(forgetAfter * 1000)) }
         let report = await StatusReader.read(connection: options.connection, group: group, options: readOptions)
         if json { try printJSON(report) } else { printOut(render(report)) }
@@ -136,6 +144,13 @@ enum StatusCommand: LeveeCommand {
             out += "stuck     \(r.stuck.count)\n"
             for s in r.stuck {
                 out += "  \(s.jobID) on \(s.worker)@\(s.host) since \(clock(s.since)) (\(s.runningMs / 1000) s, limit \(s.limitMs / 1000) s)\n"
+            }
+        }
+        if !r.stalled.isEmpty {
+            out += "stalled   \(r.stalled.count) partition\(r.stalled.count == 1 ? "" : "s") queued behind a live owner, not moving\n"
+            for p in r.stalled {
+                out += "  \(p.topic)[\(p.partition)] lag \(p.lag), head @\(p.offset)" + (p.jobID.map { " (\($0))" } ?? "")
+                    + " waiting \(p.waitingMs / 1000) s (limit \(p.limitMs / 1000) s); held by \(p.owner), alive, not running it\n"
             }
         }
         if !r.issues.isEmpty {

@@ -41,7 +41,17 @@ import Testing
         }
         let s = try summary(output)
         expectSound(s, jobs: 150, output)
-        #expect(((s["broker_faults"] as? [String: Any])?["total"] as? Int ?? 0) > 0, "\(s)")
+        let faults = (s["broker_faults"] as? [String: Any]) ?? [:]
+        #expect(faults["total"] as? Int ?? 0 > 0, "\(s)")
+        // The faults spare the group protocol and the group coordinator's broker (the mock's
+        // coordinator aborts on a member's retried JoinGroup/SyncGroup; RELIABILITY.md).
+        let byAPI = (faults["by_api"] as? [String: Int]) ?? [:]
+        #expect(Set(byAPI.keys).isDisjoint(with: ["joinGroup", "syncGroup", "heartbeat", "leaveGroup", "findCoordinator"]), "\(byAPI)")
+        let spared = try #require(faults["spared_broker"] as? Int, "\(faults)")
+        #expect((1...3).contains(spared))
+        #expect(((faults["down_by_broker"] as? [String: Int]) ?? [:])[String(spared)] == nil, "\(faults)")
+        #expect(!output.stderr.contains("broker fault: down \(spared)") && !output.stderr.contains("broker fault: rtt \(spared) "),
+                "the coordinator's broker was faulted")
     }
 
     @Test(.timeLimit(.minutes(10))) func noidaWorkersKilledExactlyOnce() async throws {

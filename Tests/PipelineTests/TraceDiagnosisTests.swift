@@ -33,6 +33,31 @@ import Testing
                 == "waiting for retry 2 at 12:01:05.000 after backend_unreachable: refused")
     }
 
+    /// Queued past the SLA in a partition a live worker holds: the lag is not moving.
+    @Test func queuedBehindALiveOwnerPastTheSLA() {
+        let accepted = TraceEvent(jobID: id, stage: .accepted, at: t0, attempt: 1, topic: "levee.jobs", partition: 3, offset: 9)
+        var owner = beat(t0.adding(milliseconds: 299_000))
+        owner.assigned = [TopicPartitionRef(topic: "levee.jobs", partition: 3)]
+        let later = t0.adding(milliseconds: 300_000)
+        let (state, line) = TraceReader.diagnose(events: [accepted], result: nil, heartbeats: ["w-3": owner], now: later)
+        #expect(state == "pending")
+        #expect(line == "queued behind a live owner past the SLA: accepted at 12:01:03.000 on levee.jobs[3]@9, held by w-3 (alive, heartbeat 1 s ago) but not received in 300 s: the partition's lag is not moving (levee status; restart w-3)")
+        // Within the SLA, or with the owner dead, or another partition held: plain queueing.
+        let early = TraceReader.diagnose(events: [accepted], result: nil, heartbeats: ["w-3": owner], now: t0.adding(milliseconds: 60_000)).1
+        #expect(early.hasPrefix("queued: accepted at 12:01:03.000 on levee.jobs[3]@9"))
+        var dead = owner
+        dead.at = t0.adding(milliseconds: 200_000)
+        #expect(TraceReader.diagnose(events: [accepted], result: nil, heartbeats: ["w-3": dead], now: later).1.hasPrefix("queued: accepted"))
+        var elsewhere = owner
+        elsewhere.assigned = [TopicPartitionRef(topic: "levee.jobs", partition: 4)]
+        #expect(TraceReader.diagnose(events: [accepted], result: nil, heartbeats: ["w-3": elsewhere], now: later).1.hasPrefix("queued: accepted"))
+        // A requeued copy waiting the same way says so.
+        let requeued = TraceEvent(jobID: id, stage: .requeued, at: t0, attempt: 2, worker: WorkerIdentity(id: "reconciler", host: "h", pid: 1),
+                                  topic: "levee.jobs", partition: 3, offset: 12)
+        #expect(TraceReader.diagnose(events: [accepted, requeued], result: nil, heartbeats: ["w-3": owner], now: later).1
+            .contains("queued behind a live owner past the SLA: requeued at 12:01:03.000 on levee.jobs[3]@12"))
+    }
+
     @Test func redeliveredThenSucceeded() {
         let w1 = WorkerIdentity(id: "w-1", host: "gpu-1", pid: 7)
         let events = [TraceEvent(jobID: id, stage: .received, at: t0, attempt: 1, worker: w3),

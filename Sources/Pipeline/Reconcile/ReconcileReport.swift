@@ -65,10 +65,45 @@ public struct ReconcileReport: Codable, Sendable, Equatable {
         public var running = 0
         /// In the retry topic with a `not_before` still ahead.
         public var waitingRetry = 0
-        /// Queued longer than the SLA (workers down or far behind: see `levee status`).
+        /// Queued longer than the SLA while the partition has no live owner, or its owner is far
+        /// behind but still moving (see `levee status`).
         public var late = 0
+        /// Queued longer than the SLA in a partition a live worker holds and has received nothing
+        /// from for the SLA: lag that does not move while its owner heartbeats (see `stalled`).
+        /// Counted in `queued`, not in `late`.
+        public var stalled = 0
 
-        enum CodingKeys: String, CodingKey { case queued, running, waitingRetry = "waiting_retry", late }
+        public init(queued: Int = 0, running: Int = 0, waitingRetry: Int = 0, late: Int = 0, stalled: Int = 0) {
+            self.queued = queued; self.running = running; self.waitingRetry = waitingRetry; self.late = late; self.stalled = stalled
+        }
+
+        enum CodingKeys: String, CodingKey { case queued, running, waitingRetry = "waiting_retry", late, stalled }
+    }
+
+    /// A partition whose queued jobs wait past the SLA behind a live owner that receives nothing
+    /// from it (a consumer paused for good, a fetcher stuck, a skipped position): the owner's
+    /// heartbeats say all is well, so nothing else notices.
+    public struct Stalled: Codable, Sendable, Equatable {
+        public var topic: String
+        public var partition: Int32
+        /// The live worker whose heartbeat lists the partition as assigned.
+        public var owner: String
+        public var ownerHeartbeatAt: Timestamp
+        /// Jobs queued in the partition past the SLA.
+        public var jobs: Int
+        public var oldestJob: JobID
+        /// The oldest of those jobs' last sign of life (submit, requeue or retry).
+        public var queuedSince: Timestamp
+        /// The newest `received` event from this partition by any worker; nil when none.
+        public var lastReceivedAt: Timestamp?
+
+        enum CodingKeys: String, CodingKey {
+            case topic, partition, owner, ownerHeartbeatAt = "owner_heartbeat_at", jobs, oldestJob = "oldest_job"
+            case queuedSince = "queued_since", lastReceivedAt = "last_received_at"
+        }
+
+        /// "levee.jobs[3] on w-1"
+        public var label: String { "\(topic)[\(partition)] on \(owner)" }
     }
 
     public struct DLQ: Codable, Sendable, Equatable {
@@ -100,6 +135,8 @@ public struct ReconcileReport: Codable, Sendable, Equatable {
     public var stuck: [Stuck]
     public var duplicates: [Duplicate]
     public var orphans: [Orphan]
+    /// Partitions whose lag does not move behind a live owner (queued past the SLA).
+    public var stalled: [Stalled] = []
     public var dlq: DLQ
     public var requeued: [Requeued]
     /// Jobs with a terminal record but no `result_committed` trace event (informational).
@@ -108,7 +145,7 @@ public struct ReconcileReport: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case schema, at, consistent, group, isolation, slaMs = "sla_ms", stuckAfterMs = "stuck_after_ms"
-        case recordsRead = "records_read", jobs, terminal, pending, lost, stuck, duplicates, orphans, dlq, requeued
+        case recordsRead = "records_read", jobs, terminal, pending, lost, stuck, duplicates, orphans, stalled, dlq, requeued
         case traceIncomplete = "trace_incomplete", workers
     }
 
@@ -122,7 +159,9 @@ public struct ReconcileReport: Codable, Sendable, Equatable {
             return "consistent: \(jobs) jobs, \(terminalTotal) terminal, \(pendingCount) pending"
                 + (pending.late > 0 ? " (\(pending.late) queued past the SLA: are workers running? see levee status)" : "")
         }
+        let stalledNote = stalled.isEmpty ? "" : ", \(pending.stalled) queued behind a live owner past the SLA ("
+            + stalled.prefix(3).map(\.label).joined(separator: ", ") + (stalled.count > 3 ? ", …" : "") + ")"
         let requeuedNote = lost.isEmpty ? "" : (lost.allSatisfy(\.requeued) ? " (requeued)" : lost.contains(where: \.requeued) ? " (some requeued)" : " (not requeued)")
-        return "INCONSISTENT: \(lost.count) lost\(requeuedNote), \(stuck.count) stuck, \(duplicates.count) duplicate\(duplicates.count == 1 ? "" : "s"), \(orphans.count) orphan\(orphans.count == 1 ? "" : "s")"
+        return "INCONSISTENT: \(lost.count) lost\(requeuedNote), \(stuck.count) stuck, \(duplicates.count) duplicate\(duplicates.count == 1 ? "" : "s"), \(orphans.count) orphan\(orphans.count == 1 ? "" : "s")\(stalledNote)"
     }
 }

@@ -7,8 +7,11 @@ import Synchronization
 /// trace event), inside one transaction; duplicates, orphans and stuck jobs are reported.
 ///
 /// Each pass reads the group's committed offsets first, then every Levee topic to its end (the
-/// first pass from the beginning, later passes only what is new), then judges every job. All
-/// state comes from the topics, so a restarted reconciler reaches the same answers.
+/// first pass from the beginning, later passes only what is new), then judges the jobs still
+/// open. Finished, audited jobs (one terminal record, outcome traced) are kept as a few bytes
+/// each and judged again only if a later record concerns them (a duplicate, a tombstone), so a
+/// pass costs what is new rather than everything known. All state comes from the topics, so a
+/// restarted reconciler reaches the same answers.
 public final class Reconciler: @unchecked Sendable {
     public struct Configuration: Sendable {
         /// The worker group whose committed offsets say what was consumed.
@@ -22,16 +25,27 @@ public final class Reconciler: @unchecked Sendable {
         public var dryRun = false
         /// The longest a pass may take to read the topics to their ends.
         public var readTimeout: Duration = .seconds(120)
+        /// Keep finished, audited jobs only as a few bytes each (and judge only open jobs each
+        /// pass). Off only to measure what it saves (`levee bench reconcile`).
+        public var compactSettled = true
+        /// A settled job is forgotten this long after its outcome: the jobs topic's retention
+        /// (7 days), after which no record can requeue or duplicate it.
+        public var forgetSettledAfter: Duration = .seconds(7 * 24 * 3600)
         public var identity = WorkerIdentity(id: "reconciler", host: ProcessInfo.processInfo.hostName,
                                              pid: ProcessInfo.processInfo.processIdentifier)
 
         public init(group: String) { self.group = group }
     }
 
+    /// While reading, finished jobs are compacted every this many records, so even the first
+    /// pass over a long history holds only the jobs still open in full.
+    public static let compactEvery = 200_000
+
     public let connection: KafkaConnection
     public let configuration: Configuration
     public let metrics = ReconcilerMetrics()
     private var state = ReconcilerState()
+    private var lastForget: ContinuousClock.Instant?
     private let drain: TopicDrain
     private var producer: TransactionalProducer?
     private let passLock = Mutex(false)
@@ -71,7 +85,14 @@ public final class Reconciler: @unchecked Sendable {
         lap("committed")
         // One consumer reads every topic to its end (one fetch wait for all of them).
         var read: [String: Int] = ["jobs": 0, "results": 0, "trace": 0, "dlq": 0]
+        var sinceCompact = 0
+        let compactSettled = configuration.compactSettled
         try await drain.read(timeout: configuration.readTimeout) { message in
+            sinceCompact += 1
+            if compactSettled && sinceCompact >= Self.compactEvery {
+                sinceCompact = 0
+                state.compact()
+            }
             switch message.topic {
             case layout.jobs, layout.retry:
                 read["jobs", default: 0] += 1
@@ -96,6 +117,12 @@ public final class Reconciler: @unchecked Sendable {
             stuckAfterMs: configuration.stuckAfter.wholeMilliseconds, group: configuration.group, isolation: isolation,
             retryTopic: layout.retry)
         judgement.report.recordsRead = read
+        if configuration.compactSettled {
+            // Forgetting walks every settled job: do it now and then, not every pass.
+            let forget = lastForget.map { ContinuousClock.now - $0 > .seconds(600) } ?? true
+            if forget { lastForget = .now }
+            state.compact(forgetBefore: forget ? passTime.adding(milliseconds: -configuration.forgetSettledAfter.wholeMilliseconds) : nil)
+        }
         if !configuration.dryRun, !judgement.repairable.isEmpty {
             let requeued = try await requeue(judgement.repairable)
             for i in judgement.report.lost.indices where requeued[judgement.report.lost[i].jobID] != nil {
@@ -216,6 +243,7 @@ public final class ReconcilerMetrics: Sendable {
     let duplicates: Gauge
     let orphans: Gauge
     let pending: Gauge
+    let stalledPartitions: Gauge
     let terminal: Gauge
     let dlq: Gauge
     let consistent: Gauge
@@ -230,7 +258,9 @@ public final class ReconcilerMetrics: Sendable {
         stuck = registry.gauge("levee_reconciler_stuck_jobs", help: "Jobs held by a live worker past the stuck threshold in the last pass.")
         duplicates = registry.gauge("levee_reconciler_duplicate_jobs", help: "Jobs with more than one terminal record in the last pass.")
         orphans = registry.gauge("levee_reconciler_orphan_results", help: "Terminal records of jobs never accepted in the last pass.")
-        pending = registry.gauge("levee_reconciler_pending_jobs", help: "Jobs without a terminal record, by state.", labelNames: ["state"])
+        pending = registry.gauge("levee_reconciler_pending_jobs", help: "Jobs without a terminal record, by state (stalled: queued past the SLA behind a live owner that receives nothing).", labelNames: ["state"])
+        stalledPartitions = registry.gauge("levee_reconciler_stalled_partitions",
+                                           help: "Partitions whose queued jobs wait past the SLA behind a live owner that has received nothing from them for the SLA (lag not moving).")
         terminal = registry.gauge("levee_reconciler_terminal_jobs", help: "Jobs with a terminal record, by status.", labelNames: ["status"])
         dlq = registry.gauge("levee_reconciler_dlq_records", help: "Dead-letter records, by reason.", labelNames: ["reason"])
         consistent = registry.gauge("levee_reconciler_consistent", help: "1 when the last pass found nothing wrong, else 0.")
@@ -250,6 +280,8 @@ public final class ReconcilerMetrics: Sendable {
         pending.labels("running").set(Double(report.pending.running))
         pending.labels("waiting_retry").set(Double(report.pending.waitingRetry))
         pending.labels("late").set(Double(report.pending.late))
+        pending.labels("stalled").set(Double(report.pending.stalled))
+        stalledPartitions.set(Double(report.stalled.count))
         for status in JobStatus.allCases { terminal.labels(status.rawValue).set(Double(report.terminal[status.rawValue] ?? 0)) }
         for (reason, count) in report.dlq.byReason { dlq.labels(reason).set(Double(count)) }
         consistent.set(report.consistent ? 1 : 0)

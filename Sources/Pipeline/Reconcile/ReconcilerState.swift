@@ -47,16 +47,56 @@ struct ReconcilerState: Sendable {
         }
     }
 
+    /// Jobs still open: not finished, or finished with something to report (duplicates,
+    /// orphans, an incomplete trace). Finished, audited jobs move to `settled`.
     var jobs: [JobID: Facts] = [:]
     var dlq = ReconcileReport.DLQ()
     /// Records read per topic kind since the state was created.
     var recordsRead: [String: Int] = [:]
+
+    /// A finished, audited job in a few bytes: exactly one terminal record, its outcome traced.
+    /// Kept so that a later record for it (a duplicate result, a tombstone, a requeued copy) is
+    /// judged against what it was, and dropped once older than the jobs topic keeps records.
+    struct SettledJob: Sendable {
+        var status: UInt8
+        var resultPartition: Int32
+        var resultOffset: Int64
+        var resultWorker: Int32
+        var recordTopic: Int32
+        var recordPartition: Int32
+        var recordOffset: Int64
+        var attempt: Int32
+        var outcomeStage: Int32
+        var outcomeWorker: Int32
+        var outcomeAtMs: Int64
+        var lastActivityMs: Int64
+    }
+
+    /// Finished jobs kept compact (see ``compact(forgetBefore:)``).
+    var settled: [JobID: SettledJob] = [:]
+    /// Settled jobs by the status of their terminal record.
+    var settledByStatus: [String: Int] = [:]
+    /// Worker ids and topic names of settled jobs, stored once.
+    private var names: [String] = []
+    private var nameIndex: [String: Int32] = [:]
+    /// The oldest submit time of any job record read (the orphan horizon).
+    var oldestJobSubmitted: Timestamp?
+    /// The newest `received` event per jobs/retry partition: the partition's sign of progress.
+    var partitionReceived: [TopicPartitionRef: Timestamp] = [:]
 
     // MARK: - Applying records
 
     mutating func applyJobRecord(_ message: KafkaMessage, retry: Bool) {
         guard let id = message.keyString.flatMap(JobID.init(string:)) else { return }
         let time = message.timestampMilliseconds.map(Timestamp.init(millisecondsSinceEpoch:))
+        if settled[id] != nil {
+            // Another copy of a finished job (a requeue raced its result, a resubmit with the same
+            // idempotency key): workers skip it, it changes nothing.
+            if let job = message.value.flatMap({ try? LeveeJSON.decode(JobEnvelope.self, from: Data($0)) }) {
+                noteSubmitted(job.submittedAt)
+            }
+            return
+        }
         var facts = jobs[id] ?? Facts()
         var ref = RecordRef(topic: message.topic, partition: message.partition, offset: message.offset, attempt: 1,
                             notBefore: nil, decodable: false)
@@ -71,11 +111,18 @@ struct ReconcilerState: Sendable {
         // producer retry, a resubmit with the same idempotency key) keeps the later copy.
         if let latest = facts.latest, latest.attempt > ref.attempt {} else { facts.latest = ref }
         if let time { facts.touch(time) }
+        if let submitted = facts.submittedAt { noteSubmitted(submitted) }
         jobs[id] = facts
+    }
+
+    private mutating func noteSubmitted(_ t: Timestamp) {
+        if oldestJobSubmitted.map({ t < $0 }) ?? true { oldestJobSubmitted = t }
     }
 
     mutating func applyResult(_ message: KafkaMessage) {
         guard let id = message.keyString.flatMap(JobID.init(string:)) else { return }
+        // A tombstone or a second terminal record for a finished job: judge it in full again.
+        if settled[id] != nil { reopen(id) }
         guard let value = message.value else {
             // A tombstone: the results before it (in its partition) are deleted.
             jobs[id]?.results.removeAll { $0.partition == message.partition }
@@ -96,16 +143,26 @@ struct ReconcilerState: Sendable {
         var at: Timestamp
         var attempt: Int
         var worker: Worker?
+        var topic: String?
+        var partition: Int32?
     }
 
     mutating func applyTrace(_ message: KafkaMessage) {
         guard let id = message.keyString.flatMap(JobID.init(string:)), let value = message.value,
               let event = try? LeveeJSON.decode(SlimEvent.self, from: Data(value)) else { return }
+        if event.stage == .received, let topic = event.topic, let partition = event.partition {
+            let tp = TopicPartitionRef(topic: topic, partition: partition)
+            if partitionReceived[tp].map({ $0 < event.at }) ?? true { partitionReceived[tp] = event.at }
+        }
+        // A finished job's late events (its trace partition is read alongside its result's)
+        // change nothing.
+        if settled[id] != nil { return }
         var facts = jobs[id] ?? Facts()
         facts.touch(event.at)
         switch event.stage {
         case .submitted:
             if facts.submittedAt == nil { facts.submittedAt = event.at }
+            if facts.latest != nil, let submitted = facts.submittedAt { noteSubmitted(submitted) }
         case .accepted:
             facts.acceptedAt = event.at
         case .unknown:
@@ -190,7 +247,16 @@ struct ReconcilerState: Sendable {
         report.workers.alive.sort(); report.workers.dead.sort(); report.workers.stopped.sort()
         // Results for jobs submitted before the oldest job record still in the jobs topic have
         // simply outlived it (results are compacted, jobs are deleted by time): not orphans.
-        let horizon = jobs.values.compactMap { $0.latest != nil ? $0.submittedAt : nil }.min()
+        let horizon = oldestJobSubmitted
+        // Who holds each jobs/retry partition, by the live workers' own heartbeats.
+        var liveOwner: [TopicPartitionRef: WorkerHeartbeat] = [:]
+        for (id, beat) in heartbeats.sorted(by: { $0.key < $1.key }) where live[id] == .alive {
+            for tp in beat.assigned where liveOwner[tp] == nil { liveOwner[tp] = beat }
+        }
+        var stalled: [TopicPartitionRef: ReconcileReport.Stalled] = [:]
+        // Settled jobs are counted, not judged again.
+        report.jobs = settled.count
+        report.terminal = settledByStatus.filter { $0.value > 0 }
 
         for (id, facts) in jobs.sorted(by: { $0.key < $1.key }) {
             let known = facts.latest != nil || facts.acceptedAt != nil
@@ -251,7 +317,26 @@ struct ReconcilerState: Sendable {
                     report.pending.waitingRetry += 1
                 } else {
                     report.pending.queued += 1
-                    if age > slaMs { report.pending.late += 1 }
+                    guard age > slaMs else { continue }
+                    // Past the SLA: behind a live owner that has received nothing from the
+                    // partition for the SLA, the lag is not moving; otherwise it is late.
+                    let tp = TopicPartitionRef(topic: latest.topic, partition: latest.partition)
+                    let lastReceived = partitionReceived[tp]
+                    if let owner = liveOwner[tp], lastReceived.map({ $0.milliseconds(until: now) > slaMs }) ?? true {
+                        report.pending.stalled += 1
+                        let since = facts.lastActivity ?? facts.submittedAt ?? now
+                        if var s = stalled[tp] {
+                            s.jobs += 1
+                            if since < s.queuedSince { s.queuedSince = since; s.oldestJob = id }
+                            stalled[tp] = s
+                        } else {
+                            stalled[tp] = .init(topic: tp.topic, partition: tp.partition, owner: owner.worker.id,
+                                                ownerHeartbeatAt: owner.at, jobs: 1, oldestJob: id, queuedSince: since,
+                                                lastReceivedAt: lastReceived)
+                        }
+                    } else {
+                        report.pending.late += 1
+                    }
                 }
                 continue
             }
@@ -274,7 +359,76 @@ struct ReconcilerState: Sendable {
                                      lastAt: facts.lastActivity, reason: reason, requeued: false))
             if latest.decodable { repairable.append((id, latest, reason)) }
         }
+        report.stalled = stalled.values.sorted { ($0.topic, $0.partition) < ($1.topic, $1.partition) }
         report.consistent = report.lost.isEmpty && report.stuck.isEmpty && report.duplicates.isEmpty && report.orphans.isEmpty
+            && report.stalled.isEmpty
         return Judgement(report: report, repairable: repairable)
     }
+
+    // MARK: - Bounded state
+
+    /// Moves finished, audited jobs (exactly one terminal record, the outcome traced, a job
+    /// record to copy should the result be deleted later) out of `jobs` into `settled`, and
+    /// forgets settled jobs whose last sign of life is before `forgetBefore` (older than the jobs
+    /// topic keeps records: nothing can requeue or duplicate them any more). Later passes judge
+    /// only what is still open, so a pass costs what is new, not what is known.
+    mutating func compact(forgetBefore: Timestamp? = nil) {
+        var done: [JobID] = []
+        for (id, facts) in jobs {
+            guard facts.results.count == 1, let first = facts.results.first, let latest = facts.latest, latest.decodable,
+                  facts.resultCommittedTraced else { continue }
+            let outcome = facts.lastWorkerEvent
+            let status = JobStatus.allCases.firstIndex(of: first.status) ?? 0
+            settled[id] = SettledJob(
+                status: UInt8(status), resultPartition: first.partition, resultOffset: first.offset,
+                resultWorker: intern(first.worker), recordTopic: intern(latest.topic), recordPartition: latest.partition,
+                recordOffset: latest.offset, attempt: Int32(clamping: latest.attempt),
+                outcomeStage: intern((outcome?.stage ?? .resultCommitted).rawValue),
+                outcomeWorker: intern(outcome?.worker), outcomeAtMs: outcome?.at.millisecondsSinceEpoch ?? 0,
+                lastActivityMs: (facts.lastActivity ?? outcome?.at)?.millisecondsSinceEpoch ?? 0)
+            settledByStatus[first.status.rawValue, default: 0] += 1
+            done.append(id)
+        }
+        for id in done { jobs[id] = nil }
+        // A dictionary keeps its capacity when emptied: rebuild it once it is mostly empty.
+        if jobs.capacity > 4 * jobs.count + 1024 { jobs = Dictionary(jobs.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a }) }
+        if let forgetBefore {
+            let cutoff = forgetBefore.millisecondsSinceEpoch
+            for (id, job) in settled where job.lastActivityMs < cutoff {
+                settled[id] = nil
+                settledByStatus[JobStatus.allCases[Int(job.status)].rawValue, default: 1] -= 1
+            }
+            settledByStatus = settledByStatus.filter { $0.value > 0 }
+        }
+    }
+
+    /// Brings a settled job back into `jobs` as it was judged (a later record concerns it).
+    mutating func reopen(_ id: JobID) {
+        guard let job = settled.removeValue(forKey: id) else { return }
+        let status = JobStatus.allCases[Int(job.status)]
+        settledByStatus[status.rawValue, default: 1] -= 1
+        if settledByStatus[status.rawValue] == 0 { settledByStatus[status.rawValue] = nil }
+        let outcomeAt = Timestamp(millisecondsSinceEpoch: job.outcomeAtMs)
+        let lastActivity = Timestamp(millisecondsSinceEpoch: job.lastActivityMs)
+        let stage = name(job.outcomeStage).flatMap(TraceStage.init(rawValue:)) ?? .resultCommitted
+        var facts = Facts()
+        facts.latest = RecordRef(topic: name(job.recordTopic) ?? "", partition: job.recordPartition, offset: job.recordOffset,
+                                 attempt: Int(job.attempt), notBefore: nil, decodable: true)
+        facts.results = [ResultRef(status: status, worker: name(job.resultWorker), partition: job.resultPartition, offset: job.resultOffset)]
+        facts.lastWorkerEvent = EventRef(stage: stage, worker: name(job.outcomeWorker), at: outcomeAt, attempt: Int(job.attempt))
+        facts.lastActivity = lastActivity
+        facts.resultCommittedTraced = true
+        jobs[id] = facts
+    }
+
+    private mutating func intern(_ name: String?) -> Int32 {
+        guard let name else { return -1 }
+        if let i = nameIndex[name] { return i }
+        let i = Int32(names.count)
+        names.append(name)
+        nameIndex[name] = i
+        return i
+    }
+
+    private func name(_ index: Int32) -> String? { index >= 0 && Int(index) < names.count ? names[Int(index)] : nil }
 }

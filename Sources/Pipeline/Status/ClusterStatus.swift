@@ -22,6 +22,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var workers: [Worker]
     public var oldestUnfinished: UnfinishedJob?
     public var stuck: [StuckJob]
+    /// Partitions queued past the limit behind a live owner that does not move them.
+    public var stalled: [StalledPartition] = []
 
     public enum Verdict: String, Codable, Sendable { case healthy, attention, unreachable }
 
@@ -178,9 +180,33 @@ public struct StatusReport: Codable, Sendable, Equatable {
         }
     }
 
+    /// A lagging partition whose first unfinished record has waited past the limit while a live
+    /// worker holds the partition, does not run that job, and the job has no result: the lag is
+    /// not moving although the owner heartbeats.
+    public struct StalledPartition: Codable, Sendable, Equatable {
+        public var topic: String
+        public var partition: Int32
+        public var owner: String
+        public var ownerLastSeen: Timestamp
+        public var lag: Int64
+        /// The group's committed offset (nil: nothing committed) and the record found there.
+        public var committed: Int64?
+        public var offset: Int64
+        public var jobID: JobID?
+        /// Since when the record could run: produced, or its retry's `not_before` if later.
+        public var waitingSince: Timestamp
+        public var waitingMs: Int64
+        public var limitMs: Int64
+
+        enum CodingKeys: String, CodingKey {
+            case topic, partition, owner, ownerLastSeen = "owner_last_seen", lag, committed, offset, jobID = "job_id"
+            case waitingSince = "waiting_since", waitingMs = "waiting_ms", limitMs = "limit_ms"
+        }
+    }
+
     enum CodingKeys: String, CodingKey {
         case schema, at, verdict, summary, issues, group, brokers, topics, lag, workers
-        case oldestUnfinished = "oldest_unfinished", stuck
+        case oldestUnfinished = "oldest_unfinished", stuck, stalled
     }
 
     public var deadWorkers: [Worker] { workers.filter { $0.status == .dead } }
@@ -197,6 +223,9 @@ public enum StatusReader {
         public var group: String?
         /// A running job older than this is stuck (default: each worker's own job timeout).
         public var stuckAfter: Duration?
+        /// A partition's first unfinished record waiting this long behind a live owner that does
+        /// not run it marks the partition stalled (the reconciler's SLA, 120 s by default).
+        public var stalledAfter: Duration = .seconds(120)
         /// A worker is dead after this many missed heartbeat intervals.
         public var missedHeartbeats: Int64 = 3
         /// A dead worker silent longer than this is listed as gone, no longer an issue.
@@ -257,7 +286,17 @@ public enum StatusReader {
         }
         report.workers = classify(heartbeats, now: now, options: options)
         report.stuck = stuckJobs(report.workers, now: now, stuckAfter: options.stuckAfter)
-        report.oldestUnfinished = await oldestUnfinished(connection, lag: report.lag.partitions, now: now, timeout: options.timeout)
+        let heads = await headRecords(connection, lag: report.lag.partitions, timeout: options.timeout)
+        report.oldestUnfinished = await oldestUnfinished(connection, heads: heads, now: now)
+        var stalled: [StatusReport.StalledPartition] = []
+        for candidate in stalledCandidates(heads: heads, lag: report.lag.partitions, workers: report.workers, now: now,
+                                           limit: options.stalledAfter) {
+            // A head record that has its result only shows the committed offset lagging (the
+            // embedded mock drops transactional offsets), not a stalled partition.
+            if let id = candidate.jobID, (try? await ResultLookup.result(connection, jobID: id)) ?? nil != nil { continue }
+            stalled.append(candidate)
+        }
+        report.stalled = stalled
         report.issues = issues(report)
         report.verdict = report.issues.isEmpty ? .healthy : .attention
         report.summary = summary(report)
@@ -417,14 +456,47 @@ public enum StatusReader {
 
     // MARK: - Oldest unfinished job
 
-    /// Reads the record at the committed offset of each lagging partition (one each) and returns
-    /// the one submitted first.
-    static func oldestUnfinished(_ connection: KafkaConnection, lag: [StatusReport.PartitionLag], now: Timestamp,
-                                 timeout: Duration) async -> StatusReport.UnfinishedJob? {
+    /// The record at the committed offset of each lagging partition (one each).
+    static func headRecords(_ connection: KafkaConnection, lag: [StatusReport.PartitionLag], timeout: Duration) async -> [KafkaMessage] {
         let starts = lag.filter { $0.lag > 0 }.map {
             TopicPartitionOffset(TopicPartition($0.topic, $0.partition), offset: max($0.committed ?? $0.low, $0.low))
         }
-        guard !starts.isEmpty, let firsts = try? await firstRecords(connection, starts, timeout: timeout) else { return nil }
+        guard !starts.isEmpty else { return [] }
+        return (try? await firstRecords(connection, starts, timeout: timeout)) ?? []
+    }
+
+    /// Lagging partitions whose head record has waited longer than `limit` while a live worker
+    /// holds the partition and is not running that job (a result, checked by the caller, clears
+    /// it). A worker far behind but moving runs or commits its head record well within the limit.
+    public static func stalledCandidates(heads: [KafkaMessage], lag: [StatusReport.PartitionLag], workers: [StatusReport.Worker],
+                                         now: Timestamp, limit: Duration) -> [StatusReport.StalledPartition] {
+        let limitMs = Int64(limit.milliseconds)
+        var owners: [TopicPartitionRef: StatusReport.Worker] = [:]
+        for w in workers where w.status == .alive {
+            for tp in w.assigned where owners[tp] == nil { owners[tp] = w }
+        }
+        let running = Set(workers.filter { $0.status == .alive }.flatMap(\.currentJobs))
+        var out: [StatusReport.StalledPartition] = []
+        for message in heads {
+            let tp = TopicPartitionRef(topic: message.topic, partition: message.partition)
+            guard let owner = owners[tp], let row = lag.first(where: { $0.topic == tp.topic && $0.partition == tp.partition }) else { continue }
+            let job = message.value.flatMap { try? LeveeJSON.decode(JobEnvelope.self, from: Data($0)) }
+            // A record without a job id cannot be checked for a result: not judged.
+            guard let id = job?.jobID ?? message.keyString.flatMap(JobID.init(string:)), !running.contains(id) else { continue }
+            let produced = message.timestampMilliseconds.map(Timestamp.init(millisecondsSinceEpoch:)) ?? job?.submittedAt ?? now
+            let since = max(produced, job?.notBefore ?? produced)
+            let waiting = since.milliseconds(until: now)
+            guard waiting > limitMs else { continue }
+            out.append(.init(topic: tp.topic, partition: tp.partition, owner: owner.id, ownerLastSeen: owner.lastSeen, lag: row.lag,
+                             committed: row.committed, offset: message.offset, jobID: id, waitingSince: since,
+                             waitingMs: waiting, limitMs: limitMs))
+        }
+        return out.sorted { ($0.topic, $0.partition) < ($1.topic, $1.partition) }
+    }
+
+    /// The head record submitted first.
+    static func oldestUnfinished(_ connection: KafkaConnection, heads firsts: [KafkaMessage], now: Timestamp) async -> StatusReport.UnfinishedJob? {
+        guard !firsts.isEmpty else { return nil }
         var candidates: [StatusReport.UnfinishedJob] = []
         for message in firsts {
             let job = message.value.flatMap { try? LeveeJSON.decode(JobEnvelope.self, from: Data($0)) }
@@ -527,6 +599,14 @@ public enum StatusReader {
             issues.append(.init(kind: "commits_failing", summary: "worker \(w.id) cannot commit",
                                 detail: "worker \(w.id) on \(w.host) has failed \(failure.failures) commits in a row since \(failure.since): \(failure.error). "
                                     + "Its finished jobs wait uncommitted; look at its log and the brokers (levee doctor)."))
+        }
+        for p in report.stalled {
+            issues.append(.init(kind: "stalled_partition", summary: "\(p.topic)[\(p.partition)] queued behind live \(p.owner), not moving",
+                                detail: "\(p.topic)[\(p.partition)] has lag \(p.lag) and its first unfinished record (offset \(p.offset)"
+                                    + (p.jobID.map { ", job \($0)" } ?? "") + ") has waited \(p.waitingMs / 1000) s, over the \(p.limitMs / 1000) s limit, "
+                                    + "while \(p.owner) holds the partition, heartbeats (last \(p.ownerLastSeen)) and is not running it: "
+                                    + "its consumer receives nothing from the partition (paused or stuck). Restart \(p.owner)"
+                                    + (p.jobID.map { "; levee trace \($0)" } ?? "")))
         }
         for s in report.stuck {
             issues.append(.init(kind: "stuck_job", summary: "job \(s.jobID) stuck on \(s.worker)",

@@ -108,7 +108,7 @@ public enum TraceReader {
 
     /// The final state and one line saying what happened, or what is wrong.
     public static func diagnose(events: [TraceEvent], result: ResultRecord?, heartbeats: [String: WorkerHeartbeat],
-                                now: Timestamp = .now()) -> (String, String) {
+                                now: Timestamp = .now(), slaMs: Int64 = 120_000) -> (String, String) {
         let retries = events.filter { $0.stage == .retryScheduled }
         let receivers = events.filter { $0.stage == .received }.compactMap { e in e.worker.map { ($0.id, e.at) } }
         var distinctReceivers: [String] = []
@@ -147,6 +147,21 @@ public enum TraceReader {
             }
         }
         guard let last = events.last else { return ("pending", "no trace events") }
+        // Queued past the SLA in a partition a live worker holds: its lag is not moving while
+        // the owner heartbeats (the reconciler and `levee status` report the partition).
+        if [.submitted, .accepted, .requeued].contains(last.stage), let topic = last.topic, let partition = last.partition,
+           last.at.milliseconds(until: now) > slaMs {
+            let tp = TopicPartitionRef(topic: topic, partition: partition)
+            let owner = heartbeats.values.filter {
+                $0.state != .stopped && $0.at.milliseconds(until: now) <= 3 * max($0.heartbeatIntervalMs, 1) && $0.assigned.contains(tp)
+            }.min { $0.worker.id < $1.worker.id }
+            if let owner {
+                let waited = last.at.milliseconds(until: now) / 1000
+                return ("pending", "\(requeued)queued behind a live owner past the SLA: \(last.stage == .requeued ? "requeued" : "accepted") at \(clock(last.at)) on \(topic)[\(partition)]@\(last.offset ?? -1), "
+                            + "held by \(owner.worker.id) (alive, heartbeat \(owner.at.milliseconds(until: now) / 1000) s ago) but not received in \(waited) s: "
+                            + "the partition's lag is not moving (levee status; restart \(owner.worker.id))")
+            }
+        }
         switch last.stage {
         case .requeued:
             return ("pending", "\(requeued)queued again as attempt \(last.attempt), not yet received by any worker")

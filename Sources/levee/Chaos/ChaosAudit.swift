@@ -86,7 +86,14 @@ struct ChaosSummary: Encodable {
         var latency = 0
         var requestErrors = 0
         var byAPI: [String: Int] = [:]
-        enum CodingKeys: String, CodingKey { case total, down, latency, requestErrors = "request_errors", byAPI = "by_api" }
+        /// Broker downs by broker id.
+        var downByBroker: [String: Int] = [:]
+        /// The broker never taken down or slowed (embedded: the group coordinator's), nil on noida.
+        var sparedBroker: Int?
+        enum CodingKeys: String, CodingKey {
+            case total, down, latency, requestErrors = "request_errors", byAPI = "by_api"
+            case downByBroker = "down_by_broker", sparedBroker = "spared_broker"
+        }
     }
     struct KillRecovery: Encodable {
         /// Jobs a killed worker held (received, no outcome yet) that then finished on another process.
@@ -224,7 +231,8 @@ struct ChaosSummary: Encodable {
         t += line("unexpected worker exits", String(unexpectedExits))
         t += line("broker faults", brokerFaults.total == 0 ? "0" :
                   "\(brokerFaults.total) (down \(brokerFaults.down), latency \(brokerFaults.latency), request errors \(brokerFaults.requestErrors): "
-                  + brokerFaults.byAPI.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + ")")
+                  + brokerFaults.byAPI.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + ")"
+                  + (brokerFaults.sparedBroker.map { "; group coordinator broker \($0) spared" } ?? ""))
         t += line("terminal results", JobStatus.allCases.map { "\($0.rawValue) \(terminal[$0.rawValue] ?? 0)" }.joined(separator: ", ")
                   + (unexpectedStatus > 0 ? " (\(unexpectedStatus) with a status their kind should not end in)" : ""))
         t += line("lost", "\(lost)" + (lostExamples.isEmpty ? "" : " e.g. " + lostExamples.prefix(3).joined(separator: ", ")))

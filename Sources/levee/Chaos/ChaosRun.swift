@@ -197,7 +197,7 @@ final class ChaosRun: @unchecked Sendable {
             let socket = workDirectory.appendingPathComponent("broker.sock").path
             let process = try ChaosProcess(
                 name: "broker", executable: leveePath,
-                arguments: ["broker", "--brokers", "3", "--partitions", String(options.partitions), "--levee-topics", prefix,
+                arguments: ["broker", "--brokers", String(Self.embeddedBrokers), "--partitions", String(options.partitions), "--levee-topics", prefix,
                             "--control-socket", socket],
                 log: workDirectory.appendingPathComponent("broker.log"), pipeStdout: true)
             broker = process
@@ -208,6 +208,7 @@ final class ChaosRun: @unchecked Sendable {
             say("started the embedded broker (pid \(process.pid))")
             control = BrokerControl(path: socket)
             _ = try control?.request("status")
+            faults.sparedBroker = Self.mockGroupCoordinator(group: prefix + "levee-workers", brokers: Self.embeddedBrokers)
         default:
             if let given = options.bootstrap {
                 bootstrap = given
@@ -261,17 +262,47 @@ final class ChaosRun: @unchecked Sendable {
     }
 
     /// Faults on the embedded cluster, through its control socket; each undone a few seconds later.
-    private static let requestErrors: [(api: String, codes: String)] = [
+    ///
+    /// The faults that test Levee: Produce and Fetch errors, commit and transaction request errors,
+    /// latency, and brokers going down and up. Never the group protocol (JoinGroup, SyncGroup,
+    /// Heartbeat, FindCoordinator), and never the group coordinator's broker: librdkafka 2.0.2's
+    /// mock group coordinator holds each member's pending JoinGroup/SyncGroup response and does not
+    /// drop it when that member's connection closes; the member's retry on a new connection then
+    /// trips its `!member->resp` assertion (rdkafka_mock_cgrp.c:236 and :567) and the whole
+    /// cluster aborts. Errors that make a consumer drop its coordinator (NOT_COORDINATOR,
+    /// COORDINATOR_NOT_AVAILABLE on the consumer's own requests), and taking the coordinator's
+    /// broker down, are exactly what closes those connections mid-rebalance (RELIABILITY.md).
+    static let requestErrors: [(api: String, codes: String)] = [
         ("produce", "NOT_LEADER_FOR_PARTITION,REQUEST_TIMED_OUT"),
         ("fetch", "NOT_LEADER_FOR_PARTITION,REQUEST_TIMED_OUT"),
-        ("offsetCommit", "COORDINATOR_NOT_AVAILABLE,REQUEST_TIMED_OUT"),
+        // Sent by the consumer to its group coordinator: only codes that keep the coordinator.
+        ("offsetCommit", "REQUEST_TIMED_OUT"),
+        // Transaction requests come from the workers' producers, whose coordinator connections
+        // are not the group members' connections.
         ("addPartitionsToTxn", "CONCURRENT_TRANSACTIONS,COORDINATOR_LOAD_IN_PROGRESS"),
         ("addOffsetsToTxn", "CONCURRENT_TRANSACTIONS"),
         ("txnOffsetCommit", "COORDINATOR_LOAD_IN_PROGRESS,REQUEST_TIMED_OUT"),
         ("endTxn", "NOT_COORDINATOR,CONCURRENT_TRANSACTIONS"),
-        ("findCoordinator", "COORDINATOR_NOT_AVAILABLE"),
-        ("heartbeat", "NOT_COORDINATOR"),
     ]
+
+    /// Request types no fault is ever injected into (the consumer-group protocol).
+    static let groupProtocolAPIs: Set<String> = ["joinGroup", "syncGroup", "heartbeat", "leaveGroup", "findCoordinator"]
+
+    /// The broker id librdkafka's mock cluster makes the coordinator of `group`: with no explicit
+    /// coordinator set it hashes the key with CRC-32 and takes that index in its broker list
+    /// (brokers 1...n in order; rdkafka_mock.c `rd_kafka_mock_cluster_get_coord`). Up or down
+    /// does not move it.
+    static func mockGroupCoordinator(group: String, brokers: Int) -> Int {
+        Int(ChaosCRC32.checksum(Array(group.utf8)) % UInt32(max(brokers, 1))) + 1
+    }
+
+    /// Brokers faults may take down or slow: every broker but the group coordinator's.
+    private var faultableBrokers: [Int] {
+        let spared = Self.mockGroupCoordinator(group: prefix + "levee-workers", brokers: Self.embeddedBrokers)
+        return (1...Self.embeddedBrokers).filter { $0 != spared }
+    }
+
+    static let embeddedBrokers = 3
 
     private func injectFault(now: ContinuousClock.Instant) {
         guard let control else { return }
@@ -279,14 +310,15 @@ final class ChaosRun: @unchecked Sendable {
         var command: String
         var undoCommand: String?
         var kind: String
+        let brokers = faultableBrokers
         if choice < 2, brokerDown == nil {
-            let b = Int.random(in: 1...3, using: &random)
+            let b = brokers[Int.random(in: 0..<brokers.count, using: &random)]
             command = "down \(b)"
             undoCommand = "up \(b)"
             brokerDown = b
             kind = "down"
         } else if choice < 4 {
-            let b = Int.random(in: 1...3, using: &random)
+            let b = brokers[Int.random(in: 0..<brokers.count, using: &random)]
             command = "rtt \(b) \(Int.random(in: 50...400, using: &random))"
             undoCommand = "rtt \(b) 0"
             kind = "latency"
@@ -310,7 +342,9 @@ final class ChaosRun: @unchecked Sendable {
         }
         faults.total += 1
         switch kind {
-        case "down": faults.down += 1
+        case "down":
+            faults.down += 1
+            faults.downByBroker[String(brokerDown ?? 0), default: 0] += 1
         case "latency": faults.latency += 1
         default:
             faults.requestErrors += 1
@@ -584,4 +618,20 @@ final class ChaosRun: @unchecked Sendable {
 
 fileprivate extension Duration {
     var seconds: Double { milliseconds / 1000 }
+}
+
+/// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320): the hash librdkafka's mock cluster
+/// picks coordinators with.
+enum ChaosCRC32 {
+    static let table: [UInt32] = (0..<256).map { n in
+        var c = UInt32(n)
+        for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+        return c
+    }
+
+    static func checksum(_ bytes: [UInt8]) -> UInt32 {
+        var c: UInt32 = 0xFFFF_FFFF
+        for b in bytes { c = table[Int((c ^ UInt32(b)) & 0xFF)] ^ (c >> 8) }
+        return c ^ 0xFFFF_FFFF
+    }
 }
