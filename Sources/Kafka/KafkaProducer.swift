@@ -66,6 +66,29 @@ public final class KafkaProducer: Sendable {
         }
     }
 
+    /// Produces every record, then waits for all their acknowledgements together; the result
+    /// has each record's own delivery report or error, in the order of `records` (one failed
+    /// record does not fail the others). Waits for room in the in-flight window as it goes, so
+    /// a batch larger than the window is sent as acknowledgements free slots.
+    public func send(batch records: [ProducerRecord]) async -> [Result<DeliveryReport, any Error>] {
+        let batch = DeliveryBatch(count: records.count)
+        for (index, record) in records.enumerated() {
+            do {
+                try await core.window.acquire()
+            } catch {
+                batch.complete(index, .failure(error))
+                continue
+            }
+            do {
+                try core.produce(record, waiter: .batch(batch, index))
+            } catch {
+                core.window.release()
+                batch.complete(index, .failure(error))
+            }
+        }
+        return await batch.outcomes()
+    }
+
     /// Produces a record without waiting for its acknowledgement. Waits only while the in-flight
     /// window is full. A failed delivery is reported by the next ``flush(timeout:)``.
     public func sendAndForget(_ record: ProducerRecord) async throws {

@@ -8,6 +8,8 @@ final class RDKafkaProducer: Sendable {
         case awaiting(CheckedContinuation<DeliveryReport, any Error>)
         /// Fire-and-forget: a failure is remembered and reported by the next `flush`.
         case forgotten
+        /// One record of a batch whose outcomes are awaited together (slot `index`).
+        case batch(DeliveryBatch, Int)
     }
 
     struct State {
@@ -65,7 +67,6 @@ final class RDKafkaProducer: Sendable {
                 }
             }
         }
-        let context = ["topic": record.topic] .merging(record.partition.map { ["partition": String($0)] } ?? [:]) { a, _ in a }
         let error: OpaquePointer? = record.topic.withCString { topic in
             withOptionalBytes(record.key) { key in
                 withOptionalBytes(record.value) { value in
@@ -116,7 +117,9 @@ final class RDKafkaProducer: Sendable {
                 }
             }
         }
-        if let failure = RDKafkaErrors.consume(error, context: context) {
+        // The error context is built only on failure (a dictionary per record showed in profiles).
+        if let error, let failure = RDKafkaErrors.consume(error, context: ["topic": record.topic]
+            .merging(record.partition.map { ["partition": String($0)] } ?? [:]) { a, _ in a }) {
             // On failure the headers were not taken over by librdkafka.
             if let headers { rd_kafka_headers_destroy(headers) }
             return failure
@@ -152,8 +155,13 @@ final class RDKafkaProducer: Sendable {
         guard let waiter else { return }  // not ours (or already failed at shutdown): skip
         window.release()
         if message.err == RD_KAFKA_RESP_ERR_NO_ERROR {
-            if case .awaiting(let continuation) = waiter {
+            switch waiter {
+            case .awaiting(let continuation):
                 continuation.resume(returning: DeliveryReport(topic: topic, partition: message.partition, offset: message.offset))
+            case .batch(let batch, let index):
+                batch.complete(index, .success(DeliveryReport(topic: topic, partition: message.partition, offset: message.offset)))
+            case .forgotten:
+                break
             }
         } else {
             var error = RDKafkaErrors.error(
@@ -161,6 +169,7 @@ final class RDKafkaProducer: Sendable {
             if let fatal = state.withLock({ $0.fatal }) { error.kind = .fatal; error.context["fatal"] = fatal.message }
             switch waiter {
             case .awaiting(let continuation): continuation.resume(throwing: error)
+            case .batch(let batch, let index): batch.complete(index, .failure(error))
             case .forgotten:
                 state.withLock { s in
                     s.forgottenFailures += 1
@@ -177,7 +186,11 @@ final class RDKafkaProducer: Sendable {
             return s.waiters
         }
         for (_, waiter) in waiters {
-            if case .awaiting(let continuation) = waiter { continuation.resume(throwing: error) }
+            switch waiter {
+            case .awaiting(let continuation): continuation.resume(throwing: error)
+            case .batch(let batch, let index): batch.complete(index, .failure(error))
+            case .forgotten: break
+            }
         }
         window.close(error)
     }
@@ -284,5 +297,45 @@ public final class ConsumerGroupMetadata: @unchecked Sendable, CustomStringConve
         defer { rd_kafka_mem_free(nil, buffer) }
         let bytes = [UInt8](UnsafeRawBufferPointer(start: buffer, count: size))
         return SerializedGroupMetadata.parse(bytes)
+    }
+}
+
+/// The outcomes of a batch of records, awaited together: one continuation for the whole batch
+/// instead of one per record, each record's own report or error in its slot.
+final class DeliveryBatch: Sendable {
+    private struct State {
+        var outcomes: [Result<DeliveryReport, any Error>?]
+        var remaining: Int
+        var waiter: CheckedContinuation<[Result<DeliveryReport, any Error>], Never>?
+    }
+    private let state: Mutex<State>
+
+    init(count: Int) {
+        state = Mutex(State(outcomes: Array(repeating: nil, count: count), remaining: count))
+    }
+
+    /// Records the outcome of slot `index` (once); resumes the waiter after the last one.
+    func complete(_ index: Int, _ outcome: Result<DeliveryReport, any Error>) {
+        let done = state.withLock { s -> (CheckedContinuation<[Result<DeliveryReport, any Error>], Never>, [Result<DeliveryReport, any Error>])? in
+            guard s.outcomes[index] == nil else { return nil }
+            s.outcomes[index] = outcome
+            s.remaining -= 1
+            guard s.remaining == 0, let waiter = s.waiter else { return nil }
+            s.waiter = nil
+            return (waiter, s.outcomes.map { $0! })
+        }
+        if let (waiter, outcomes) = done { waiter.resume(returning: outcomes) }
+    }
+
+    /// Waits until every slot has its outcome.
+    func outcomes() async -> [Result<DeliveryReport, any Error>] {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLock { s -> [Result<DeliveryReport, any Error>]? in
+                if s.remaining == 0 { return s.outcomes.map { $0! } }
+                s.waiter = continuation
+                return nil
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
     }
 }
