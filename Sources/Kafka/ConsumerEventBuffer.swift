@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 import Synchronization
 
 /// Something the consumer delivers, in order.
@@ -21,12 +22,18 @@ public enum KafkaConsumerEvent: Sendable {
 public struct ConsumerBufferStatistics: Sendable, Hashable {
     /// Messages buffered right now.
     public var bufferedMessages: Int
-    /// The most messages ever buffered at once (stays at or below the capacity).
+    /// The most messages ever buffered at once (stays at or below ``hardLimit``).
     public var maxBufferedMessages: Int
     /// How many times the assigned partitions were paused because the buffer was full.
     public var backpressurePauses: Int
-    /// The buffer's capacity in messages.
+    /// The buffer's capacity in messages: partitions are paused when it is reached.
     public var capacity: Int
+    /// What librdkafka had already fetched still arrives after a pause, into room above the
+    /// capacity, up to this many messages; only past it are those records dropped and fetched
+    /// again (a seek, which costs a stall of about a second on librdkafka 2.0.2).
+    public var hardLimit: Int = 0
+    /// Pauses that had to drop prefetched records because the hard limit was reached.
+    public var overflowSeeks: Int = 0
     /// Error events dropped because more than 100 were waiting unread.
     public var droppedErrors: Int
 }
@@ -41,6 +48,9 @@ final class ConsumerEventBuffer: Sendable {
         var maxMessageCount = 0
         var pauses = 0
         var pausedForBackpressure = false
+        /// The current pause already sought back (dropped librdkafka's prefetched records).
+        var droppedAtPause = false
+        var overflowSeeks = 0
         var waiter: CheckedContinuation<Result<KafkaConsumerEvent?, KafkaError>, Never>?
         var finished = false
         var terminalError: KafkaError?
@@ -71,19 +81,56 @@ final class ConsumerEventBuffer: Sendable {
         }
     }
 
-    enum BackpressureAction { case none, pause, resume }
+    enum BackpressureAction: Equatable {
+        case none
+        /// Stop fetching; records already fetched may still arrive (up to the hard limit).
+        case pause
+        /// Stop fetching and drop what was prefetched (seek back): the hard limit was reached.
+        case pauseAndDrop
+        case resume
+    }
+
+    /// Flow control. A pause is not free: on librdkafka 2.0.2 the fetcher of a paused-then-
+    /// resumed partition that was sought back waits about a second before fetching again (seen
+    /// on the embedded cluster), so a worker fed by a live stream received about one buffer per
+    /// second. Now the buffer pauses at `capacity` but lets what librdkafka already fetched
+    /// arrive (up to `hardLimit`), seeks back only past that, and resumes early — at the
+    /// low-water mark, while the reader still has records — so fetching restarts before the
+    /// reader runs dry. `LEVEE_CONSUMER_FLOW=legacy` restores the earlier policy (pause and seek
+    /// at `capacity`, resume at half) for side-by-side benchmarks.
+    struct FlowPolicy: Sendable {
+        var hardLimit: Int
+        var lowWater: Int
+        var dropOnPause: Bool
+
+        init(capacity: Int, legacy: Bool = FlowPolicy.legacyFromEnvironment) {
+            if legacy {
+                hardLimit = capacity
+                lowWater = capacity / 2
+                dropOnPause = true
+            } else {
+                hardLimit = capacity + max(capacity, 1024)
+                lowWater = capacity * 3 / 4
+                dropOnPause = false
+            }
+        }
+
+        static let legacyFromEnvironment = ProcessInfo.processInfo.environment["LEVEE_CONSUMER_FLOW"] == "legacy"
+    }
 
     /// At most this many unread error events are kept.
     static let maxPendingErrors = 100
 
     let capacity: Int
+    let policy: FlowPolicy
     let state = Mutex(State())
     private let room = DispatchSemaphore(value: 0)
     /// Called (outside the lock) when the buffer drained enough to resume, to wake the poll thread.
     let onDrained: @Sendable () -> Void
 
-    init(capacity: Int, onDrained: @escaping @Sendable () -> Void) {
+    init(capacity: Int, policy: FlowPolicy? = nil, onDrained: @escaping @Sendable () -> Void) {
         self.capacity = capacity
+        self.policy = policy ?? FlowPolicy(capacity: capacity)
         self.onDrained = onDrained
     }
 
@@ -148,10 +195,22 @@ final class ConsumerEventBuffer: Sendable {
             if !s.pausedForBackpressure, s.messageCount >= capacity {
                 s.pausedForBackpressure = true
                 s.pauses += 1
+                if policy.dropOnPause || s.messageCount >= policy.hardLimit {
+                    s.overflowSeeks += 1
+                    s.droppedAtPause = true
+                    return .pauseAndDrop
+                }
                 return .pause
             }
-            if s.pausedForBackpressure, s.messageCount <= capacity / 2 {
+            if s.pausedForBackpressure, !s.droppedAtPause, s.messageCount >= policy.hardLimit {
+                // Paused, but prefetched records kept coming: drop the rest now.
+                s.overflowSeeks += 1
+                s.droppedAtPause = true
+                return .pauseAndDrop
+            }
+            if s.pausedForBackpressure, s.messageCount <= policy.lowWater {
                 s.pausedForBackpressure = false
+                s.droppedAtPause = false
                 return .resume
             }
             return .none
@@ -196,7 +255,7 @@ final class ConsumerEventBuffer: Sendable {
         enum Immediate { case event(KafkaConsumerEvent, drained: Bool, room: Bool), end(KafkaError?), wait }
         let immediate = state.withLock { s -> Immediate in
             if let event = s.popFirst() {
-                return .event(event, drained: s.pausedForBackpressure && s.messageCount <= capacity / 2, room: s.takeRoomWakeUp(capacity: capacity))
+                return .event(event, drained: s.pausedForBackpressure && s.messageCount <= policy.lowWater, room: s.takeRoomWakeUp(capacity: capacity))
             }
             if s.finished { return .end(s.terminalError) }
             return .wait
@@ -245,7 +304,8 @@ final class ConsumerEventBuffer: Sendable {
         state.withLock {
             ConsumerBufferStatistics(
                 bufferedMessages: $0.messageCount, maxBufferedMessages: $0.maxMessageCount,
-                backpressurePauses: $0.pauses, capacity: capacity, droppedErrors: $0.droppedErrors)
+                backpressurePauses: $0.pauses, capacity: capacity, hardLimit: policy.hardLimit,
+                overflowSeeks: $0.overflowSeeks, droppedErrors: $0.droppedErrors)
         }
     }
 }

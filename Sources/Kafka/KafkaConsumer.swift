@@ -73,6 +73,12 @@ public final class KafkaConsumer: Sendable {
             // (no subscribe) and never commits.
             configuration["group.id"] = "levee-unjoined-\(UUID().uuidString.lowercased())"
         }
+        // librdkafka prefetches up to 100,000 records per partition by default; bound it near what
+        // the buffer takes (capacity plus the room for records arriving after a pause), so a
+        // pause has little to drop and memory follows the reader's capacity.
+        if configuration["queued.min.messages"] == nil {
+            configuration["queued.min.messages"] = String(ConsumerEventBuffer.FlowPolicy(capacity: bufferCapacity).hardLimit)
+        }
         self.configuration = configuration
         core = try RDKafkaConsumer(
             properties: configuration.properties, groupID: configuration["group.id"]!, bufferCapacity: bufferCapacity,

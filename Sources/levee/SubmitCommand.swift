@@ -102,7 +102,7 @@ enum SubmitCommand: LeveeCommand {
             return
         }
 
-        // Many jobs from a file: submitted concurrently (bounded), in order of acknowledgement.
+        // Many jobs from a file, in batches (see below); receipts in file order.
         let handle: FileHandle
         if file == "-" { handle = .standardInput } else {
             guard let h = FileHandle(forReadingAtPath: file!) else { throw CommandFailure.failed("cannot read \(file!)") }
@@ -120,22 +120,17 @@ enum SubmitCommand: LeveeCommand {
                 printError("line \(i + 1): \(LeveeJSON.explain(error))")
             }
         }
+        // Submitted in batches through JobClient.submit([JobEnvelope]): encoded across cores, the
+        // acknowledgements of a batch awaited together, each job's own receipt or error reported.
         let started = ContinuousClock.now
         var done = 0
         var failed = 0
         var lastReport = ContinuousClock.now
-        try await withThrowingTaskGroup(of: (Int, Result<SubmitReceipt, any Error>).self) { group in
-            var next = 0
-            func add() {
-                guard next < jobs.count else { return }
-                let (line, job) = jobs[next]
-                next += 1
-                group.addTask {
-                    do { return (line, .success(try await client.submit(job))) } catch { return (line, .failure(error)) }
-                }
-            }
-            for _ in 0..<min(256, jobs.count) { add() }
-            while let (line, result) = try await group.next() {
+        let batchSize = 10_000
+        for start in stride(from: 0, to: jobs.count, by: batchSize) {
+            let batch = jobs[start..<min(start + batchSize, jobs.count)]
+            let results = await client.submit(batch.map(\.1))
+            for ((line, _), result) in zip(batch, results) {
                 switch result {
                 case .success(let receipt):
                     done += 1
@@ -144,11 +139,10 @@ enum SubmitCommand: LeveeCommand {
                     failed += 1
                     printError("line \(line): \(error)")
                 }
-                add()
-                if ContinuousClock.now - lastReport > .milliseconds(500) {
-                    lastReport = .now
-                    printError("submitted \(done)/\(jobs.count)")
-                }
+            }
+            if ContinuousClock.now - lastReport > .milliseconds(500) {
+                lastReport = .now
+                printError("submitted \(done)/\(jobs.count)")
             }
         }
         try await client.close()

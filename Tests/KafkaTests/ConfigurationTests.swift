@@ -152,14 +152,14 @@ struct ConfigurationTests {
         await #expect(throws: KafkaError.self) { try await window.acquire() }
     }
 
-    @Test("the consumer buffer signals pause when full and resume when half drained")
+    @Test("the consumer buffer's legacy policy (LEVEE_CONSUMER_FLOW=legacy): pause and drop when full, resume when half drained")
     func bufferBackpressure() async throws {
-        let buffer = ConsumerEventBuffer(capacity: 4, onDrained: {})
+        let buffer = ConsumerEventBuffer(capacity: 4, policy: .init(capacity: 4, legacy: true), onDrained: {})
         for i in 0..<4 {
             buffer.push(.message(KafkaMessage(topic: "t", partition: 0, offset: Int64(i), key: nil, value: nil)))
         }
         buffer.push(.partitionsAssigned([TopicPartition("t", 0)]))  // group events do not count
-        #expect(buffer.backpressureAction() == .pause)
+        #expect(buffer.backpressureAction() == .pauseAndDrop)
         #expect(buffer.backpressureAction() == .none)
         _ = try await buffer.next()
         #expect(buffer.backpressureAction() == .none)  // 3 left, above half

@@ -338,12 +338,15 @@ import Testing
         }
         let old = JobID.make(), other = JobID.make()
         let w = WorkerIdentity(id: "w-1", host: "h", pid: 1)
-        try await send(TraceEvent(jobID: old, stage: .submitted, attempt: 1))
-        try await send(TraceEvent(jobID: old, stage: .received, attempt: 1, worker: w))
-        try await send(TraceEvent(jobID: old, stage: .resultCommitted, attempt: 1, worker: w, status: .succeeded))
+        // Distinct times: the reader orders by time, and events written within one millisecond
+        // (fast encoding makes that common) would be ordered by stage instead.
+        let t0 = Timestamp.now()
+        try await send(TraceEvent(jobID: old, stage: .submitted, at: t0, attempt: 1))
+        try await send(TraceEvent(jobID: old, stage: .received, at: t0.adding(milliseconds: 1), attempt: 1, worker: w))
+        try await send(TraceEvent(jobID: old, stage: .resultCommitted, at: t0.adding(milliseconds: 2), attempt: 1, worker: w, status: .succeeded))
         for _ in 0..<100 { try await send(TraceEvent(jobID: other, stage: .received, attempt: 1, worker: w)) }
         // Within the window after the outcome: still read, and it extends the window.
-        try await send(TraceEvent(jobID: old, stage: .requeued, attempt: 2, detail: "late but near"))
+        try await send(TraceEvent(jobID: old, stage: .requeued, at: t0.adding(milliseconds: 3), attempt: 2, detail: "late but near"))
         for _ in 0..<500 { try await send(TraceEvent(jobID: other, stage: .received, attempt: 1, worker: w)) }
         try await send(TraceEvent(jobID: old, stage: .received, attempt: 2, worker: w))
         try await producer.flush()

@@ -198,6 +198,13 @@ final class RDKafkaConsumer: Sendable {
         guard action != .none else { return }
         pauses.withLock { p in
             if action == .pause {
+                // Stop fetching; what librdkafka already fetched still arrives (see FlowPolicy).
+                p.backpressurePaused = true
+                let partitions = Array(p.assigned)
+                guard !partitions.isEmpty else { return }
+                _ = RDKafkaTopicPartitionList(partitions).withPointer { rd_kafka_pause_partitions(client.handle, $0) }
+                logHandler?(KafkaLogMessage(level: 7, facility: "BACKPRESSURE", message: "pause \(partitions)"))
+            } else if action == .pauseAndDrop {
                 p.backpressurePaused = true
                 let partitions = Array(p.assigned)
                 guard !partitions.isEmpty else { return }

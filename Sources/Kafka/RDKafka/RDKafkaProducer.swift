@@ -67,7 +67,6 @@ final class RDKafkaProducer: Sendable {
                 }
             }
         }
-        let context = ["topic": record.topic] .merging(record.partition.map { ["partition": String($0)] } ?? [:]) { a, _ in a }
         let error: OpaquePointer? = record.topic.withCString { topic in
             withOptionalBytes(record.key) { key in
                 withOptionalBytes(record.value) { value in
@@ -118,7 +117,9 @@ final class RDKafkaProducer: Sendable {
                 }
             }
         }
-        if let failure = RDKafkaErrors.consume(error, context: context) {
+        // The error context is built only on failure (a dictionary per record showed in profiles).
+        if let error, let failure = RDKafkaErrors.consume(error, context: ["topic": record.topic]
+            .merging(record.partition.map { ["partition": String($0)] } ?? [:]) { a, _ in a }) {
             // On failure the headers were not taken over by librdkafka.
             if let headers { rd_kafka_headers_destroy(headers) }
             return failure

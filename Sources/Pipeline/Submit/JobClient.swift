@@ -27,7 +27,9 @@ public struct SubmitReceipt: Codable, Sendable, Equatable {
 public final class JobClient: Sendable {
     public let connection: KafkaConnection
     public let limits: JobLimits
-    /// Whether to write `submitted`/`accepted` trace events (fire-and-forget; they never delay the ack).
+    /// Whether to write the client's trace event: one `accepted` record per job after its ack
+    /// (fire-and-forget; it never delays the ack). Trace readers show `submitted` and `accepted`
+    /// from it, as from the two records earlier clients wrote.
     public let writesTraceEvents: Bool
     private let producer: KafkaProducer
     private let identity: WorkerIdentity
@@ -69,29 +71,91 @@ public final class JobClient: Sendable {
     /// Validates and publishes `job`; returns once it is durable.
     public func submit(_ job: JobEnvelope) async throws -> SubmitReceipt {
         let started = ContinuousClock.now
+        let record = try prepare(job)
+        let report = try await producer.send(record)
+        return try await accepted(job, report, ackMilliseconds: (ContinuousClock.now - started).milliseconds)
+    }
+
+    /// Validates and publishes many jobs at once: encodes them across cores, hands them all to
+    /// the producer and awaits their acknowledgements together. The result has one entry per
+    /// job, in order: its receipt, or its own error (`JobValidationError` for an invalid job, the
+    /// broker's error for a failed write) — a failed job never fails or hides the others. A
+    /// receipt's `ackMilliseconds` runs from this call to that job's batch being acknowledged.
+    public func submit(_ jobs: [JobEnvelope]) async -> [Result<SubmitReceipt, any Error>] {
+        let started = ContinuousClock.now
+        let prepared = await prepareAll(jobs)
+        var records: [ProducerRecord] = []
+        records.reserveCapacity(jobs.count)
+        var slots: [Int] = []
+        slots.reserveCapacity(jobs.count)
+        for (i, p) in prepared.enumerated() {
+            if case .success(let record) = p { records.append(record); slots.append(i) }
+        }
+        let reports = await producer.sendBatch(records)
+        let ack = (ContinuousClock.now - started).milliseconds
+        var results: [Result<SubmitReceipt, any Error>] = prepared.map { p in
+            switch p {
+            case .success: .failure(KafkaError(kind: .state, message: "not sent"))  // replaced below
+            case .failure(let error): .failure(error)
+            }
+        }
+        for (k, outcome) in reports.enumerated() {
+            let i = slots[k]
+            switch outcome {
+            case .success(let report):
+                do { results[i] = .success(try await accepted(jobs[i], report, ackMilliseconds: ack)) }
+                catch { results[i] = .failure(error) }
+            case .failure(let error):
+                results[i] = .failure(error)
+            }
+        }
+        return results
+    }
+
+    /// Validation and encoding: the job's record, or why it cannot be sent.
+    func prepare(_ job: JobEnvelope) throws -> ProducerRecord {
         try job.validate(limits: limits)
         if let key = job.idempotencyKey, job.jobID != JobID.derived(tenant: job.tenant, idempotencyKey: key) {
             throw JobValidationError(["job_id must be the UUIDv5 of \"<tenant>/<idempotency_key>\" (see schemas/README.md)"])
         }
-        let value = try LeveeJSON.encode(job)
+        let value = try job.jsonBytes()
         guard value.count <= limits.maxRecordBytes else {
             throw JobValidationError(["the job is \(value.count) bytes encoded; the limit is \(limits.maxRecordBytes)"])
         }
-        let key = Array(job.jobID.description.utf8)
-        let topic = connection.layout.jobs
-        if writesTraceEvents {
-            try await trace(TraceEvent(jobID: job.jobID, stage: .submitted, at: job.submittedAt, attempt: job.attempt,
-                                       traceparent: job.traceparent, worker: identity, topic: topic))
+        let traceparent = job.traceparent.description
+        return ProducerRecord(topic: connection.layout.jobs, key: Array(job.jobID.description.utf8), value: value,
+                              headers: [KafkaHeader("traceparent", traceparent)])
+    }
+
+    /// `prepare` for every job, in parallel chunks (one per core) when there are many.
+    func prepareAll(_ jobs: [JobEnvelope]) async -> [Result<ProducerRecord, any Error>] {
+        func one(_ job: JobEnvelope) -> Result<ProducerRecord, any Error> { Result { try prepare(job) } }
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        guard jobs.count >= 512, cores > 1 else { return jobs.map(one) }
+        let chunk = (jobs.count + cores - 1) / cores
+        return await withTaskGroup(of: (Int, [Result<ProducerRecord, any Error>]).self) { group in
+            for start in stride(from: 0, to: jobs.count, by: chunk) {
+                let end = min(start + chunk, jobs.count)
+                group.addTask { (start, jobs[start..<end].map(one)) }
+            }
+            var parts: [(Int, [Result<ProducerRecord, any Error>])] = []
+            for await part in group { parts.append(part) }
+            return parts.sorted { $0.0 < $1.0 }.flatMap(\.1)
         }
-        let report = try await producer.send(ProducerRecord(
-            topic: topic, key: key, value: Array(value), headers: [KafkaHeader("traceparent", job.traceparent.description)]))
-        let elapsed = ContinuousClock.now - started
+    }
+
+    /// After the ack: the receipt, and the client's one trace event (`accepted`, carrying where
+    /// the job was written and how long the ack took; trace readers show the `submitted` step from
+    /// it, see `TraceEvent.expandingClientEvents`). Fire-and-forget: it never delays the ack.
+    private func accepted(_ job: JobEnvelope, _ report: DeliveryReport, ackMilliseconds: Double) async throws -> SubmitReceipt {
         if writesTraceEvents {
-            try await trace(TraceEvent(jobID: job.jobID, stage: .accepted, attempt: job.attempt, traceparent: job.traceparent,
-                                       worker: identity, topic: report.topic, partition: report.partition, offset: report.offset))
+            let now = Timestamp.now()
+            try await trace(TraceEvent(jobID: job.jobID, stage: .accepted, at: now, attempt: job.attempt, traceparent: job.traceparent,
+                                       worker: identity, topic: report.topic, partition: report.partition, offset: report.offset,
+                                       durationMs: max(0, job.submittedAt.milliseconds(until: now))))
         }
         return SubmitReceipt(jobID: job.jobID, topic: report.topic, partition: report.partition, offset: report.offset,
-                             submittedAt: job.submittedAt, ackMilliseconds: elapsed.milliseconds)
+                             submittedAt: job.submittedAt, ackMilliseconds: ackMilliseconds)
     }
 
     /// Asks the workers to cancel a job (through the control topic). A job already finished keeps its result.
@@ -113,7 +177,7 @@ public final class JobClient: Sendable {
 
     private func trace(_ event: TraceEvent) async throws {
         try await producer.sendAndForget(ProducerRecord(
-            topic: connection.layout.trace, key: Array(event.jobID.description.utf8), value: Array(try LeveeJSON.encode(event))))
+            topic: connection.layout.trace, key: Array(event.jobID.description.utf8), value: event.jsonBytes()))
     }
 }
 

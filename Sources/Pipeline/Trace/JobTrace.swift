@@ -65,7 +65,7 @@ public enum TraceReader {
         let (unordered, scanned) = found.withLock { ($0.events, $0.scanned) }
         // Several producers write a job's events (client, worker's plain and transactional
         // producers, reconciler), so partition order is not event order: show them by time.
-        let events = unordered.enumerated().sorted { a, b in
+        let events = TraceEvent.expandingClientEvents(unordered).enumerated().sorted { a, b in
             (a.element.at, ReconcilerState.rank(a.element.stage), a.offset) < (b.element.at, ReconcilerState.rank(b.element.stage), b.offset)
         }.map(\.element)
         let result = try await ResultLookup.result(connection, jobID: jobID)
