@@ -108,8 +108,8 @@ struct ReconcilerState: Sendable {
             if facts.submittedAt == nil { facts.submittedAt = event.at }
         case .accepted:
             facts.acceptedAt = event.at
-        case .unknown:
-            break
+        case .unknown, .callbackFailed, .callbackDelivered, .callbackAbandoned:
+            break  // callbacks follow the result; they say nothing about the job's owner
         default:
             if event.stage == .resultCommitted { facts.resultCommittedTraced = true }
             // Events come from several producers (the immediate ones on a plain producer, the
@@ -135,6 +135,7 @@ struct ReconcilerState: Sendable {
         case .handedBack: 6
         case .retryScheduled, .deadLettered, .expired, .cancelled: 7
         case .resultCommitted: 8
+        case .callbackFailed, .callbackDelivered, .callbackAbandoned: 9
         case .unknown: -1
         }
     }
