@@ -6,6 +6,8 @@ let commands: [any LeveeCommand.Type] = [
     SubmitCommand.self,
     ResultCommand.self,
     CancelCommand.self,
+    GatewayCommand.self,
+    CallbacksCommand.self,
     WorkerCommand.self,
     TraceCommand.self,
     StatusCommand.self,

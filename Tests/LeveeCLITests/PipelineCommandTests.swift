@@ -92,7 +92,7 @@ import Testing
     }
 
     @Test(arguments: ["demo", "submit", "result", "cancel", "worker", "trace", "reconcile", "chaos", "status", "doctor", "topics", "generate", "tokenize", "broker", "bench", "version",
-                      "bench kafka", "bench inference"])
+                      "gateway", "callbacks", "bench kafka", "bench inference", "bench submit", "bench pipeline", "bench reconcile", "bench gateway"])
     func everyCommandHasHelp(_ command: String) async throws {
         let words = command.split(separator: " ").map(String.init)
         let out = try await LeveeProcess.run(words + ["--help"])

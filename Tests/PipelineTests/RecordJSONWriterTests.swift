@@ -113,6 +113,7 @@ import Testing
             model: string(&g), input: JobInput(prompt: maybe(&g) { string(&$0) }, messages: messages), params: params,
             priority: int(&g), deadline: maybe(&g, timestamp), attempt: int(&g), submittedAt: timestamp(&g),
             traceparent: .make(), notBefore: maybe(&g, timestamp), lastError: maybe(&g, jobError), metadata: maybe(&g, metadata))
+        job.callbackURL = maybe(&g) { string(&$0) }
         if Int.random(in: 0..<8, using: &g) == 0 { job.schema = string(&g) }
         return job
     }

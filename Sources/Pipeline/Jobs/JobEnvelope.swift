@@ -102,11 +102,14 @@ public struct JobEnvelope: Codable, Sendable, Equatable {
     public var lastError: JobError?
     /// Free-form caller metadata, returned untouched in the result.
     public var metadata: [String: String]?
+    /// Where a callback dispatcher POSTs the terminal result (optional; see `levee callbacks`).
+    public var callbackURL: String?
 
     public init(jobID: JobID = .make(), idempotencyKey: String? = nil, tenant: String, kind: JobKind, model: String,
                 input: JobInput, params: JobParameters = JobParameters(), priority: Int = 5, deadline: Timestamp? = nil,
                 attempt: Int = 1, submittedAt: Timestamp = .now(), traceparent: TraceParent = .make(),
-                notBefore: Timestamp? = nil, lastError: JobError? = nil, metadata: [String: String]? = nil) {
+                notBefore: Timestamp? = nil, lastError: JobError? = nil, metadata: [String: String]? = nil,
+                callbackURL: String? = nil) {
         self.schema = Self.schemaID
         self.jobID = jobID
         self.idempotencyKey = idempotencyKey
@@ -123,12 +126,13 @@ public struct JobEnvelope: Codable, Sendable, Equatable {
         self.notBefore = notBefore
         self.lastError = lastError
         self.metadata = metadata
+        self.callbackURL = callbackURL
     }
 
     enum CodingKeys: String, CodingKey {
         case schema, jobID = "job_id", idempotencyKey = "idempotency_key", tenant, kind, model, input, params
         case priority, deadline, attempt, submittedAt = "submitted_at", traceparent, notBefore = "not_before"
-        case lastError = "last_error", metadata
+        case lastError = "last_error", metadata, callbackURL = "callback_url"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -149,5 +153,6 @@ public struct JobEnvelope: Codable, Sendable, Equatable {
         notBefore = try c.decodeIfPresent(Timestamp.self, forKey: .notBefore)
         lastError = try c.decodeIfPresent(JobError.self, forKey: .lastError)
         metadata = try c.decodeIfPresent([String: String].self, forKey: .metadata)
+        callbackURL = try c.decodeIfPresent(String.self, forKey: .callbackURL)
     }
 }

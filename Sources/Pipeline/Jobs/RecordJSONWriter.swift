@@ -197,6 +197,7 @@ extension JobEnvelope {
     func write(to w: inout RecordJSONWriter) throws {
         w.bytes.append(UInt8(ascii: "{"))
         w.field("attempt", attempt)
+        w.field("callback_url", callbackURL)
         w.field("deadline", deadline)
         w.field("idempotency_key", idempotencyKey)
         w.key("input")

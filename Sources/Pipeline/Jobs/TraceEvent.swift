@@ -7,6 +7,8 @@ public enum TraceStage: String, Codable, Sendable, CaseIterable {
     case resultCommitted = "result_committed"
     case requeued
     case handedBack = "handed_back"
+    /// Callback deliveries (written by the callback dispatcher, after the result).
+    case callbackFailed = "callback_failed", callbackDelivered = "callback_delivered", callbackAbandoned = "callback_abandoned"
     /// A stage written by a newer Levee that this one does not know.
     case unknown
 

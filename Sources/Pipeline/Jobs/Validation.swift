@@ -69,6 +69,13 @@ extension JobEnvelope {
         if p.stop.contains("") { problems.append("params.stop contains an empty string") }
         if !(0...9).contains(priority) { problems.append("priority is \(priority); use 0...9") }
         if attempt < 1 { problems.append("attempt is \(attempt); attempts count from 1") }
+        if let url = callbackURL {
+            let parsed = URLComponents(string: url)
+            if url.count > 2048 { problems.append("callback_url is longer than 2048 characters") }
+            if parsed == nil || !["http", "https"].contains(parsed?.scheme?.lowercased() ?? "") || (parsed?.host ?? "").isEmpty {
+                problems.append("callback_url '\(url.prefix(100))' is not an http or https URL with a host")
+            }
+        }
         if let deadline, deadline <= submittedAt { problems.append("deadline \(deadline) is not after submitted_at \(submittedAt)") }
         if !problems.isEmpty { throw JobValidationError(problems) }
     }

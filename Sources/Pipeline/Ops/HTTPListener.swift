@@ -24,6 +24,12 @@ import Synchronization
 /// Routes are plain closures, registered before or after `start()`; they run on the I/O thread
 /// and must return quickly (render from memory, never wait on Kafka). Call `stop()` before
 /// dropping the listener: the thread holds it until then.
+///
+/// Prefix routes (`routePrefix`, used by the gateway) take any method, may carry a request body
+/// (`Content-Length` only, at most `maxBodyBytes`, read within the same total deadline as the
+/// head: larger bodies get 413 from the head alone) and answer later, from any thread, through
+/// an `HTTPResponder`; meanwhile the connection waits without a thread, up to `handlerTimeout`
+/// (then 504).
 public final class HTTPListener: Sendable {
     /// A route: runs on the I/O thread, must not block.
     public typealias Route = @Sendable (HTTPRequest) -> HTTPResponse
@@ -36,20 +42,39 @@ public final class HTTPListener: Sendable {
         public var maxRequestBytes: Int
         /// Connections open at once; more get 503.
         public var maxConnections: Int
+        /// Largest request body a prefix route accepts (`Content-Length`); larger ones get 413.
+        /// Plain routes never read a body.
+        public var maxBodyBytes: Int
+        /// Time a prefix route's handler has to answer; then the client gets 504.
+        public var handlerTimeout: Duration
 
         public init(address: HTTPListenerAddress = HTTPListenerAddress(host: "0.0.0.0", port: 9090),
                     requestTimeout: Duration = .seconds(2), maxRequestBytes: Int = 8192,
-                    maxConnections: Int = 64) {
+                    maxConnections: Int = 64, maxBodyBytes: Int = 0, handlerTimeout: Duration = .seconds(60)) {
             self.address = address
             self.requestTimeout = requestTimeout
             self.maxRequestBytes = maxRequestBytes
             self.maxConnections = maxConnections
+            self.maxBodyBytes = maxBodyBytes
+            self.handlerTimeout = handlerTimeout
         }
     }
 
     public let configuration: Configuration
     private let routes = Mutex<[String: Route]>([:])
+    private let prefixRoutes = Mutex<[(prefix: String, handler: AsyncRoute)]>([])
     private let running = Mutex<Running?>(nil)
+    /// Set by `stop()` before it wakes the thread; other wake-ups deliver prefix-route answers.
+    private let stopping = Mutex(false)
+    /// Answers of prefix routes not yet picked up by the I/O thread, by connection id.
+    private let completions = Mutex<[(id: UInt64, response: HTTPResponse)]>([])
+    private let connectionIDs = Mutex<UInt64>(0)
+    private let errorRenderer = Mutex<ErrorRenderer?>(nil)
+
+    /// A route that answers later: call `responder.respond(_:)` once, from any thread.
+    public typealias AsyncRoute = @Sendable (HTTPRequest, HTTPResponder) -> Void
+    /// Renders the listener's own errors (408, 411, 413, 431, 504...) for a prefix route's clients.
+    public typealias ErrorRenderer = @Sendable (_ status: Int, _ message: String) -> HTTPResponse
 
     /// Resources of one run, between `start()` and `stop()`.
     private struct Running: Sendable {
@@ -71,6 +96,46 @@ public final class HTTPListener: Sendable {
     public func route(_ path: String, _ handler: @escaping Route) {
         routes.withLock { $0[path] = handler }
     }
+
+    /// Serves `handler` for every method on paths equal to `prefix` or starting with `prefix + "/"`.
+    /// Plain routes win on an exact path match; the longest matching prefix wins otherwise.
+    public func routePrefix(_ prefix: String, _ handler: @escaping AsyncRoute) {
+        prefixRoutes.withLock { routes in
+            routes.removeAll { $0.prefix == prefix }
+            routes.append((prefix, handler))
+            routes.sort { $0.prefix.count > $1.prefix.count }
+        }
+    }
+
+    /// How the listener words its own errors to prefix-route clients (default: plain text).
+    public func renderErrors(_ renderer: @escaping ErrorRenderer) {
+        errorRenderer.withLock { $0 = renderer }
+    }
+
+    func prefixRoute(for path: String) -> AsyncRoute? {
+        prefixRoutes.withLock { routes in
+            routes.first { path == $0.prefix || path.hasPrefix($0.prefix + "/") }?.handler
+        }
+    }
+
+    func errorResponse(_ status: Int, _ message: String, headers: [(name: String, value: String)] = [], forPrefixRoute: Bool) -> HTTPResponse {
+        if forPrefixRoute, let render = errorRenderer.withLock({ $0 }) {
+            var response = render(status, message)
+            response.headers += headers
+            return response
+        }
+        return HTTPResponse(status: status, text: message + "\n", headers: headers)
+    }
+
+    /// Called by a responder: queue the answer and wake the I/O thread.
+    func complete(_ id: UInt64, _ response: HTTPResponse) {
+        guard let wake = running.withLock({ $0?.wakeWrite }) else { return }
+        completions.withLock { $0.append((id, response)) }
+        var byte: UInt8 = 0
+        _ = write(wake, &byte, 1)
+    }
+
+    func nextConnectionID() -> UInt64 { connectionIDs.withLock { $0 += 1; return $0 } }
 
     /// The address actually bound (with the kernel's port when 0 was asked), while running.
     public var boundAddress: HTTPListenerAddress? { running.withLock { $0?.bound } }
@@ -97,6 +162,8 @@ public final class HTTPListener: Sendable {
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
         }
         let run = Running(listenFD: listenFD, wakeRead: pipeFDs[0], wakeWrite: pipeFDs[1], bound: bound, done: DispatchGroup())
+        stopping.withLock { $0 = false }
+        completions.withLock { $0.removeAll() }
         let raced = running.withLock { current -> Bool in
             guard current == nil else { return true }
             current = run
@@ -121,6 +188,7 @@ public final class HTTPListener: Sendable {
     /// Safe to call twice; `start()` may be called again afterwards.
     public func stop() {
         guard let run = running.withLock({ $0 }) else { return }
+        stopping.withLock { $0 = true }
         var byte: UInt8 = 1
         _ = write(run.wakeWrite, &byte, 1)
         run.done.wait()
@@ -142,10 +210,16 @@ public final class HTTPListener: Sendable {
     private struct Connection {
         enum Phase {
             case reading
+            /// A prefix route's body: `needed` bytes in all, collected in `buffer`.
+            case readingBody(request: HTTPRequest, handler: AsyncRoute, needed: Int)
+            /// The handler has the request; its answer comes through `completions`.
+            case waiting
             case writing(bytes: [UInt8], sent: Int)
             case lingering(discarded: Int)
         }
         let fd: Int32
+        let id: UInt64
+        var isHead = false
         var phase: Phase = .reading
         var buffer: [UInt8] = []
         var scanned = 0
@@ -177,16 +251,24 @@ public final class HTTPListener: Sendable {
                 fds.append(pollfd(fd: run.wakeRead, events: Int16(POLLIN), revents: 0))
                 for c in connections {
                     let events: Int32 = switch c.phase {
-                    case .reading, .lingering: POLLIN
+                    case .reading, .readingBody, .lingering: POLLIN
                     case .writing: POLLOUT
+                    case .waiting: 0
                     }
-                    fds.append(pollfd(fd: c.fd, events: Int16(events), revents: 0))
+                    // A waiting connection is not polled (-1): a hang-up would be reported without
+                    // end; its answer or its handler timeout moves it on.
+                    fds.append(pollfd(fd: events == 0 ? -1 : c.fd, events: Int16(events), revents: 0))
                 }
                 let nearest = (connections.map(\.deadline) + [acceptPausedUntil].compactMap { $0 }).min()
                 let timeout = nearest.map { HTTPListener.milliseconds(now.duration(to: $0)) } ?? -1
                 let ready = poll(&fds, nfds_t(fds.count), timeout)
                 if ready < 0 && errno != EINTR { break }
-                if ready > 0 && fds[1].revents != 0 { break }
+                if ready > 0 && fds[1].revents != 0 {
+                    var drain = [UInt8](repeating: 0, count: 256)
+                    while drain.withUnsafeMutableBytes({ Glibc.read(run.wakeRead, $0.baseAddress, $0.count) }) > 0 {}
+                    if listener.stopping.withLock({ $0 }) { break }
+                    deliverCompletions()
+                }
                 if ready > 0 {
                     for i in connections.indices where fds[i + 2].revents != 0 { service(i) }
                 }
@@ -216,7 +298,7 @@ public final class HTTPListener: Sendable {
                     Self.reject(fd)
                     continue
                 }
-                connections.append(Connection(fd: fd, deadline: ContinuousClock.now + config.requestTimeout))
+                connections.append(Connection(fd: fd, id: listener.nextConnectionID(), deadline: ContinuousClock.now + config.requestTimeout))
                 service(connections.count - 1)  // the request is often there already
             }
         }
@@ -231,6 +313,8 @@ public final class HTTPListener: Sendable {
         mutating func service(_ i: Int) {
             switch connections[i].phase {
             case .reading: read(i)
+            case .readingBody: readBody(i)
+            case .waiting: break
             case .writing: flush(i)
             case .lingering: linger(i)
             }
@@ -241,7 +325,13 @@ public final class HTTPListener: Sendable {
             while true {
                 if let end = HTTPRequestParser.headEnd(connections[i].buffer, from: connections[i].scanned) {
                     let head = Array(connections[i].buffer[..<end])
+                    let rest = Array(connections[i].buffer[end...])
                     connections[i].buffer = []
+                    if case .success(let request) = HTTPRequestParser.parse(head), listener.routes.withLock({ $0[request.path] }) == nil,
+                       let handler = listener.prefixRoute(for: request.path) {
+                        startPrefixRoute(i, request, handler, bodyStart: rest)
+                        return
+                    }
                     let (response, isHead) = listener.answer(head)
                     startWriting(i, response, head: isHead)
                     return
@@ -262,6 +352,76 @@ public final class HTTPListener: Sendable {
                     finish(i)  // closed by the client, or reset
                     return
                 }
+            }
+        }
+
+        /// A prefix route's request: checks the body's framing and size from the head, then reads
+        /// the body (if any) or hands the request to the handler at once.
+        mutating func startPrefixRoute(_ i: Int, _ request: HTTPRequest, _ handler: @escaping AsyncRoute, bodyStart: [UInt8]) {
+            let listener = self.listener
+            let fail = { (status: Int, message: String) in
+                listener.errorResponse(status, message, forPrefixRoute: true)
+            }
+            connections[i].isHead = request.method == "HEAD"
+            if request.headers["transfer-encoding"] != nil {
+                startWriting(i, fail(411, "send the body with a Content-Length (chunked transfer coding is not accepted)"), head: false)
+                return
+            }
+            var needed = 0
+            if let text = request.headers["content-length"] {
+                guard let n = Int(text), n >= 0 else {
+                    startWriting(i, fail(400, "Content-Length is not a number"), head: false)
+                    return
+                }
+                needed = n
+            }
+            if needed > config.maxBodyBytes {
+                startWriting(i, fail(413, "the request body is \(needed) bytes; the limit is \(config.maxBodyBytes)"), head: false)
+                return
+            }
+            connections[i].buffer = Array(bodyStart.prefix(needed))
+            connections[i].phase = .readingBody(request: request, handler: handler, needed: needed)
+            if connections[i].buffer.count < needed, request.headers["expect"]?.lowercased() == "100-continue" {
+                // Clients such as curl wait up to a second for this before sending a body.
+                let interim = Array("HTTP/1.1 100 Continue\r\n\r\n".utf8)
+                let fd = connections[i].fd
+                _ = interim.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            }
+            readBody(i)
+        }
+
+        mutating func readBody(_ i: Int) {
+            guard case .readingBody(var request, let handler, let needed) = connections[i].phase else { return }
+            while connections[i].buffer.count < needed {
+                let want = min(chunk.count, needed - connections[i].buffer.count)
+                let fd = connections[i].fd
+                let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, want, 0) }
+                if n > 0 {
+                    connections[i].buffer.append(contentsOf: chunk[..<n])
+                } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+                    return  // wait for more
+                } else {
+                    finish(i)
+                    return
+                }
+            }
+            request.body = connections[i].buffer
+            connections[i].buffer = []
+            connections[i].phase = .waiting
+            connections[i].deadline = ContinuousClock.now + config.handlerTimeout
+            handler(request, HTTPResponder(listener: listener, id: connections[i].id))
+        }
+
+        /// Moves answered prefix-route connections to writing.
+        mutating func deliverCompletions() {
+            let done = listener.completions.withLock { list -> [(id: UInt64, response: HTTPResponse)] in
+                defer { list.removeAll() }
+                return list
+            }
+            for (id, response) in done {
+                guard let i = connections.firstIndex(where: { $0.id == id && !$0.closed }),
+                      case .waiting = connections[i].phase else { continue }  // timed out meanwhile
+                startWriting(i, response, head: connections[i].isHead)
             }
         }
 
@@ -315,6 +475,10 @@ public final class HTTPListener: Sendable {
                 switch connections[i].phase {
                 case .reading:
                     startWriting(i, HTTPResponse(status: 408, text: "request head not received in time\n"), head: false)
+                case .readingBody:
+                    startWriting(i, listener.errorResponse(408, "request body not received in time", forPrefixRoute: true), head: false)
+                case .waiting:
+                    startWriting(i, listener.errorResponse(504, "no answer in time", forPrefixRoute: true), head: connections[i].isHead)
                 case .writing, .lingering:
                     finish(i)
                 }
@@ -494,5 +658,26 @@ enum HTTPRequestParser {
         default:
             return Array("!#$%&'*+-.^_`|~".utf8).contains(c)
         }
+    }
+}
+
+/// The way a prefix route answers: once, from any thread. A second answer, or one after the
+/// handler timeout or `stop()`, is dropped.
+public final class HTTPResponder: Sendable {
+    private let listener: HTTPListener
+    private let id: UInt64
+    private let answered = Mutex(false)
+
+    init(listener: HTTPListener, id: UInt64) {
+        self.listener = listener
+        self.id = id
+    }
+
+    public func respond(_ response: HTTPResponse) {
+        let first = answered.withLock { done -> Bool in
+            defer { done = true }
+            return !done
+        }
+        if first { listener.complete(id, response) }
     }
 }

@@ -1,4 +1,4 @@
-/// One parsed HTTP request head (the listener never reads a body).
+/// One parsed HTTP request: its head, and for prefix routes its body.
 public struct HTTPRequest: Sendable {
     /// The method as sent (`GET`, `HEAD`, …).
     public var method: String
@@ -10,6 +10,8 @@ public struct HTTPRequest: Sendable {
     public var query: String?
     /// Header fields with lower-cased names (the last one wins when a name repeats).
     public var headers: [String: String]
+    /// The body (prefix routes only; empty otherwise).
+    public var body: [UInt8] = []
 }
 
 /// What a route answers. The listener adds `Content-Length`, `Connection: close` and
@@ -38,14 +40,24 @@ public struct HTTPResponse: Sendable {
     public static func reasonPhrase(_ status: Int) -> String {
         switch status {
         case 200: "OK"
+        case 201: "Created"
+        case 202: "Accepted"
         case 204: "No Content"
         case 400: "Bad Request"
+        case 401: "Unauthorized"
         case 404: "Not Found"
         case 405: "Method Not Allowed"
         case 408: "Request Timeout"
+        case 409: "Conflict"
+        case 411: "Length Required"
+        case 413: "Content Too Large"
+        case 415: "Unsupported Media Type"
+        case 429: "Too Many Requests"
         case 431: "Request Header Fields Too Large"
         case 500: "Internal Server Error"
+        case 502: "Bad Gateway"
         case 503: "Service Unavailable"
+        case 504: "Gateway Timeout"
         case 505: "HTTP Version Not Supported"
         default: "Status \(status)"
         }

@@ -165,8 +165,8 @@ struct ReconcilerState: Sendable {
             if facts.latest != nil, let submitted = facts.submittedAt { noteSubmitted(submitted) }
         case .accepted:
             facts.acceptedAt = event.at
-        case .unknown:
-            break
+        case .unknown, .callbackFailed, .callbackDelivered, .callbackAbandoned:
+            break  // callbacks follow the result; they say nothing about the job's owner
         default:
             if event.stage == .resultCommitted { facts.resultCommittedTraced = true }
             // Events come from several producers (the immediate ones on a plain producer, the
@@ -192,6 +192,7 @@ struct ReconcilerState: Sendable {
         case .handedBack: 6
         case .retryScheduled, .deadLettered, .expired, .cancelled: 7
         case .resultCommitted: 8
+        case .callbackFailed, .callbackDelivered, .callbackAbandoned: 9
         case .unknown: -1
         }
     }

@@ -106,9 +106,26 @@ public enum TraceReader {
 
     static func clock(_ t: Timestamp) -> String { String(t.description.dropFirst(11).dropLast(1)) }
 
-    /// The final state and one line saying what happened, or what is wrong.
+    /// The final state and one line saying what happened, or what is wrong (with the callback's
+    /// fate when the job has one).
     public static func diagnose(events: [TraceEvent], result: ResultRecord?, heartbeats: [String: WorkerHeartbeat],
                                 now: Timestamp = .now(), slaMs: Int64 = 120_000) -> (String, String) {
+        let (state, line) = diagnoseJob(events: events, result: result, heartbeats: heartbeats, now: now, slaMs: slaMs)
+        let callbacks = events.filter { [.callbackFailed, .callbackDelivered, .callbackAbandoned].contains($0.stage) }
+        guard result != nil, let last = callbacks.last else { return (state, line) }
+        let failures = callbacks.filter { $0.stage == .callbackFailed }.count
+        switch last.stage {
+        case .callbackDelivered:
+            return (state, line + "; callback delivered at \(clock(last.at))" + (failures > 0 ? " after \(failures) failed attempt\(failures == 1 ? "" : "s")" : ""))
+        case .callbackAbandoned:
+            return (state, line + "; callback abandoned after \(failures) failed attempts: \(last.detail ?? "")")
+        default:
+            return (state, line + "; callback failing (\(failures) attempt\(failures == 1 ? "" : "s"), last: \(last.detail ?? "?")), retrying")
+        }
+    }
+
+    static func diagnoseJob(events: [TraceEvent], result: ResultRecord?, heartbeats: [String: WorkerHeartbeat],
+                            now: Timestamp, slaMs: Int64) -> (String, String) {
         let retries = events.filter { $0.stage == .retryScheduled }
         let receivers = events.filter { $0.stage == .received }.compactMap { e in e.worker.map { ($0.id, e.at) } }
         var distinctReceivers: [String] = []

@@ -8,7 +8,7 @@ import Pipeline
 /// Each benchmark lives in its own file as an enum with `summary`, `help` and `run`.
 enum BenchCommand: LeveeCommand {
     static let name = "bench"
-    static let summary = "Run a benchmark (kafka, inference, submit, pipeline, trace, reconcile)"
+    static let summary = "Run a benchmark (kafka, inference, submit, pipeline, trace, reconcile, gateway)"
 
     private static let benchmarks: [(name: String, summary: String, help: String, run: @Sendable (inout Arguments) async throws -> Void)] = [
         ("kafka", KafkaBench.summary, KafkaBench.help, { try await KafkaBench.run(&$0) }),
@@ -17,6 +17,7 @@ enum BenchCommand: LeveeCommand {
         ("pipeline", PipelineBench.summary, PipelineBench.help, { try await PipelineBench.run(&$0) }),
         ("trace", TraceBench.summary, TraceBench.help, { try await TraceBench.run(&$0) }),
         ("reconcile", ReconcileBench.summary, ReconcileBench.help, { try await ReconcileBench.run(&$0) }),
+        ("gateway", GatewayBench.summary, GatewayBench.help, { try await GatewayBench.run(&$0) }),
     ]
 
     static var help: String {
