@@ -252,7 +252,12 @@ import Testing
             for o in others { #expect(r[o.jobID]?.status == .succeeded) }
             #expect(r[echoed.jobID]?.status == .failed && r[echoed.jobID]?.error?.errorClass == .recordRejected)
             #expect(r[echoed.jobID]?.error?.message.contains("MSG_SIZE_TOO_LARGE") == true, "\(r[echoed.jobID]?.error?.message ?? "")")
-            #expect(collector.snapshot.duplicates.isEmpty)
+            #expect(collector.snapshot.duplicates[echoed.jobID] == nil)
+            if delivery == .atLeastOnce {
+                // Without a transaction, only what failed is sent again: the delivered results are not repeated.
+                #expect(collector.snapshot.duplicates.isEmpty)
+            }  // (exactly-once: the embedded mock shows aborted transactions to read_committed readers, so the
+               // aborted first try's results of the other jobs are visible there; noida-db tests the real thing)
             #expect(worker.isReady)
         }
         #expect(worker.statistics.recordsRefused == 1)

@@ -268,6 +268,7 @@ import Testing
         for _ in 0..<300 {
             var job = Self.job(&g)
             job.schema = JobEnvelope.schemaID
+            job.callbackURL = job.callbackURL.map { _ in "https://hooks.example.com/levee/\(Int.random(in: 0...9999, using: &g))" }
             job.tenant = "t" + String(String.UnicodeScalarView(job.tenant.unicodeScalars.prefix(100)))
             job.model = "m" + job.model
             job.kind = Bool.random(using: &g) ? .chat : .textGenerate
