@@ -16,7 +16,11 @@ public enum TopicProvisioner {
     public static func ensureTopics(_ connection: KafkaConnection, timeout: Duration = .seconds(30)) async throws -> [Outcome] {
         let admin = try KafkaAdmin(configuration: connection.configuration())
         let layout = connection.layout
-        let created = try await admin.createTopics(layout.specs.map {
+        // Ask only for the topics that are missing: a cluster that has them all (the embedded one,
+        // whose Admin API cannot create topics, made by `levee broker`) needs no CreateTopics call.
+        let existing = Set(try await admin.metadata(timeout: timeout).topics.filter { $0.error == nil }.map(\.name))
+        let missing = layout.specs.filter { !existing.contains($0.name) }
+        let created = missing.isEmpty ? [:] : try await admin.createTopics(missing.map {
             NewTopic(name: $0.name, partitions: Int32($0.partitions), replicationFactor: Int16(layout.replicationFactor), configs: $0.configs)
         }, timeout: timeout)
         var outcomes: [Outcome] = []
