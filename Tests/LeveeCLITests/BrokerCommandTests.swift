@@ -177,8 +177,8 @@ struct BrokerCommandTests {
         }
         // A newcomer who runs `levee topics create` next finds them there (it used to wait 20 s for
         // the mock's CreateTopics and fail).
-        let create = try await LeveeProcess.run(["topics", "create", "--brokers", bootstrap, "--json"],
-                                                environment: ["LEVEE_PREFIX": "", "LEVEE_PARTITIONS": ""], timeout: 60)
+        let create = try await LeveeProcess.run(["topics", "create", "--brokers", bootstrap, "--prefix", "", "--partitions", "12", "--json"],
+                                                timeout: 60)
         #expect(create.status == 0, "\(create)")
         broker.signal(SIGTERM)
         let output = await broker.waitForExit()
