@@ -17,9 +17,11 @@ private final class TestServer: Sendable {
     let scrapes: Counter
     let port: UInt16
 
-    init(requestTimeout: Duration = .seconds(2), maxConnections: Int = 64) throws {
-        listener = HTTPListener(configuration: .init(address: HTTPListenerAddress(host: "127.0.0.1", port: 0),
-                                                     requestTimeout: requestTimeout, maxConnections: maxConnections))
+    init(requestTimeout: Duration = .seconds(2), maxConnections: Int = 64, keepAliveIdle: Duration? = nil, maxRequestsPerConnection: Int = 1000) throws {
+        var configuration = HTTPListener.Configuration(address: HTTPListenerAddress(host: "127.0.0.1", port: 0),
+                                                       requestTimeout: requestTimeout, maxConnections: maxConnections, keepAliveIdle: keepAliveIdle)
+        configuration.maxRequestsPerConnection = maxRequestsPerConnection
+        listener = HTTPListener(configuration: configuration)
         scrapes = metrics.counter("levee_test_scrapes_total", help: "Times /metrics was served in this test.")
         let readiness = self.readiness, scrapes = self.scrapes
         listener.serveOperations(metrics: metrics) {
@@ -109,6 +111,42 @@ private final class RawConnection {
         let parts = text.prefix { $0 != "\r" }.split(separator: " ")
         let status = parts.count >= 2 && parts[0].hasPrefix("HTTP/1.") ? Int(parts[1]) : nil
         return (status, text)
+    }
+
+    /// One response, read by its Content-Length (the connection may stay open): status, the
+    /// Connection header (lower-cased), body. Nil when the server closed without a whole response.
+    func readOne() -> (status: Int, connection: String, body: String)? {
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let text = String(decoding: pending, as: UTF8.self)
+            if let split = text.range(of: "\r\n\r\n") {
+                let head = text[..<split.lowerBound].lowercased()
+                let fields = head.split(separator: "\r\n")
+                let length = fields.first { $0.hasPrefix("content-length:") }.flatMap { Int($0.dropFirst(15).trimmingCharacters(in: .whitespaces)) } ?? 0
+                let headBytes = text[..<split.upperBound].utf8.count
+                if pending.count >= headBytes + length {
+                    let body = String(decoding: pending[headBytes..<(headBytes + length)], as: UTF8.self)
+                    pending.removeFirst(headBytes + length)
+                    let status = Int(fields.first?.split(separator: " ").dropFirst().first ?? "") ?? 0
+                    let connection = fields.first { $0.hasPrefix("connection:") }.map { $0.dropFirst(11).trimmingCharacters(in: .whitespaces) } ?? ""
+                    return (status, connection, body)
+                }
+            }
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { return nil }
+            pending += chunk[..<n]
+        }
+    }
+    private var pending: [UInt8] = []
+
+    /// Whether the server has closed the connection (reads until end of stream or the 30 s bound).
+    var closedByServer: Bool {
+        var chunk = [UInt8](repeating: 0, count: 256)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n == 0 { return true }
+            if n < 0 { return errno == ECONNRESET }
+        }
     }
 
     deinit { close(fd) }
@@ -262,6 +300,69 @@ private func exchange(_ port: UInt16, _ bytes: [UInt8]) throws -> (status: Int?,
         a = nil  // closing our side ends the server's lingering close, which still held the slot
         #expect(try exchange(server.port, Array("GET /healthz HTTP/1.1\r\n\r\n".utf8)).status == 200)
         _ = b
+    }
+
+    @Test func keptConnectionsServeRequestsInTurnAndPipelined() throws {
+        let server = try TestServer(keepAliveIdle: .seconds(20))
+        let c = try RawConnection(port: server.port)
+        for _ in 0..<3 {
+            c.send("GET /healthz HTTP/1.1\r\nHost: kept\r\n\r\n")
+            let answer = try #require(c.readOne(), "an answer on the same connection")
+            #expect(answer.status == 200 && answer.body == "ok\n" && answer.connection == "keep-alive", "\(answer)")
+        }
+        // Two requests in one write: both answered, in order, on the one connection.
+        c.send("GET /readyz HTTP/1.1\r\nHost: kept\r\n\r\nGET /healthz HTTP/1.1\r\nHost: kept\r\n\r\n")
+        let first = try #require(c.readOne()), second = try #require(c.readOne())
+        #expect(first.status == 503 && first.body.contains("model not loaded"), "\(first)")
+        #expect(second.status == 200 && second.body == "ok\n", "\(second)")
+        // A client asking to close gets Connection: close and the end of the stream.
+        c.send("GET /healthz HTTP/1.1\r\nHost: kept\r\nConnection: close\r\n\r\n")
+        let last = try #require(c.readOne())
+        #expect(last.status == 200 && last.connection == "close", "\(last)")
+        #expect(c.closedByServer)
+        // HTTP/1.0 without keep-alive closes; an error the listener answers itself closes too.
+        let old = try RawConnection(port: server.port)
+        old.send("GET /healthz HTTP/1.0\r\n\r\n")
+        #expect(try #require(old.readOne()).connection == "close")
+        #expect(old.closedByServer)
+        let bad = try RawConnection(port: server.port)
+        bad.send("NOT HTTP\r\n\r\n")
+        #expect(try #require(bad.readOne()).status == 400)
+        #expect(bad.closedByServer)
+    }
+
+    @Test func keptConnectionsCloseWhenIdleAtTheRequestLimitAndWhenTheListenerIsFull() throws {
+        let server = try TestServer(requestTimeout: .seconds(30), maxConnections: 2, keepAliveIdle: .milliseconds(300), maxRequestsPerConnection: 2)
+        // Idle past keepAliveIdle: closed without an answer (no 408 for a request never started).
+        let idle = try RawConnection(port: server.port)
+        idle.send("GET /healthz HTTP/1.1\r\n\r\n")
+        #expect(try #require(idle.readOne()).connection == "keep-alive")
+        let started = ContinuousClock.now
+        #expect(idle.readOne() == nil, "closed, no 408")
+        #expect(ContinuousClock.now - started < .seconds(20))
+        // The second request of a connection limited to two is answered with close.
+        let limited = try RawConnection(port: server.port)
+        limited.send("GET /healthz HTTP/1.1\r\n\r\n")
+        #expect(try #require(limited.readOne()).connection == "keep-alive")
+        limited.send("GET /healthz HTTP/1.1\r\n\r\n")
+        #expect(try #require(limited.readOne()).connection == "close")
+        #expect(limited.closedByServer)
+    }
+
+    @Test func aFullListenerClosesAnIdleKeptConnectionForANewClient() throws {
+        let server = try TestServer(requestTimeout: .seconds(30), maxConnections: 2, keepAliveIdle: .seconds(60))
+        let kept = try RawConnection(port: server.port)
+        kept.send("GET /healthz HTTP/1.1\r\n\r\n")
+        #expect(try #require(kept.readOne()).connection == "keep-alive")
+        let busy = try RawConnection(port: server.port)
+        busy.send("GET /healthz HTTP/1.1\r\n")  // mid-request: holds the second slot
+        try #require(busy.nothingReceivedYet)
+        let newcomer = try RawConnection(port: server.port)
+        newcomer.send("GET /healthz HTTP/1.1\r\n\r\n")
+        #expect(try #require(newcomer.readOne()).status == 200, "served: the idle kept connection made room")
+        #expect(kept.closedByServer)
+        busy.send("\r\n")
+        #expect(try #require(busy.readOne()).status == 200, "the request in progress was not the one closed")
     }
 
     @Test func stopClosesTheSocketAndStartRebinds() async throws {

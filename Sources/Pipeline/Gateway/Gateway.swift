@@ -10,6 +10,9 @@ public struct GatewayConfiguration: Sendable {
     public var requestTimeout: Duration = .seconds(5)
     /// Connections open at once (long polls hold one each); more get 503.
     public var maxConnections: Int = 512
+    /// How long a client's connection stays open for its next request (HTTP keep-alive); an idle
+    /// one is closed first when the gateway is full.
+    public var keepAliveIdle: Duration = .seconds(10)
     /// Requests being handled at once; more get 503 with Retry-After.
     public var maxInFlight: Int = 1024
     /// A submit not acknowledged by Kafka within this fails with 503 (the producer's
@@ -71,7 +74,8 @@ public final class Gateway: Sendable {
     public func listenerConfiguration(address: HTTPListenerAddress) -> HTTPListener.Configuration {
         HTTPListener.Configuration(address: address, requestTimeout: configuration.requestTimeout, maxRequestBytes: 16 * 1024,
                                    maxConnections: configuration.maxConnections, maxBodyBytes: configuration.maxBodyBytes,
-                                   handlerTimeout: configuration.maxWait + configuration.submitTimeout + .seconds(30))
+                                   handlerTimeout: configuration.maxWait + configuration.submitTimeout + .seconds(30),
+                                   keepAliveIdle: configuration.keepAliveIdle)
     }
 
     /// Serves `/v1/...` on `listener`, with `/metrics`, `/healthz` and `/readyz`.

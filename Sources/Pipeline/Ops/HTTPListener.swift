@@ -9,9 +9,9 @@ import Synchronization
 
 /// A small HTTP/1.1 server for `/metrics`, `/healthz` and `/readyz`, on POSIX sockets.
 ///
-/// It answers GET and HEAD with `Connection: close` (one request per connection), and it is
-/// bounded so that slow or hostile clients cannot stall the worker that embeds it, nor the
-/// listener itself:
+/// It answers GET and HEAD with `Connection: close` (one request per connection) unless the
+/// configuration keeps connections (`keepAliveIdle`, the gateway's choice), and it is bounded so
+/// that slow or hostile clients cannot stall the worker that embeds it, nor the listener itself:
 /// - one I/O thread multiplexes every connection with `poll(2)` on non-blocking sockets, so a
 ///   client that sends half a request holds a connection slot, never a thread; nothing runs on
 ///   the Swift concurrency pool;
@@ -20,6 +20,10 @@ import Synchronization
 ///   `maxRequestBytes` (431); each response must be written within the same time;
 /// - at most `maxConnections` connections are open at once; a further one gets a 503 and is
 ///   closed at once. Memory is bounded by `maxConnections × maxRequestBytes` plus responses.
+/// - a kept connection waits at most `keepAliveIdle` for its next request (then it is closed
+///   without an answer), serves at most `maxRequestsPerConnection`, and when the listener is
+///   full an idle kept connection is closed to make room for a new one. Requests the listener
+///   itself refuses (400, 408, 411, 413, 431, 504) always close the connection.
 ///
 /// Routes are plain closures, registered before or after `start()`; they run on the I/O thread
 /// and must return quickly (render from memory, never wait on Kafka). Call `stop()` before
@@ -47,16 +51,23 @@ public final class HTTPListener: Sendable {
         public var maxBodyBytes: Int
         /// Time a prefix route's handler has to answer; then the client gets 504.
         public var handlerTimeout: Duration
+        /// How long a connection may wait idle for its next request; nil answers every request
+        /// with `Connection: close` (the operational routes' default).
+        public var keepAliveIdle: Duration?
+        /// Requests served on one kept connection before it is closed.
+        public var maxRequestsPerConnection: Int = 1000
 
         public init(address: HTTPListenerAddress = HTTPListenerAddress(host: "0.0.0.0", port: 9090),
                     requestTimeout: Duration = .seconds(2), maxRequestBytes: Int = 8192,
-                    maxConnections: Int = 64, maxBodyBytes: Int = 0, handlerTimeout: Duration = .seconds(60)) {
+                    maxConnections: Int = 64, maxBodyBytes: Int = 0, handlerTimeout: Duration = .seconds(60),
+                    keepAliveIdle: Duration? = nil) {
             self.address = address
             self.requestTimeout = requestTimeout
             self.maxRequestBytes = maxRequestBytes
             self.maxConnections = maxConnections
             self.maxBodyBytes = maxBodyBytes
             self.handlerTimeout = handlerTimeout
+            self.keepAliveIdle = keepAliveIdle
         }
     }
 
@@ -220,6 +231,14 @@ public final class HTTPListener: Sendable {
         let fd: Int32
         let id: UInt64
         var isHead = false
+        /// Whether this answer leaves the connection open for another request.
+        var keepAlive = false
+        /// Requests answered on this connection.
+        var served = 0
+        /// Bytes received past the current request (the next pipelined request's start).
+        var leftover: [UInt8] = []
+        /// Waiting for the next request on a kept connection, nothing of it received yet.
+        var isIdle: Bool { served > 0 && buffer.isEmpty && { if case .reading = phase { return true } else { return false } }() }
         var phase: Phase = .reading
         var buffer: [UInt8] = []
         var scanned = 0
@@ -294,6 +313,12 @@ public final class HTTPListener: Sendable {
                 }
                 _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
                 _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+                if connections.count >= config.maxConnections,
+                   let idle = connections.indices.filter({ !connections[$0].closed && connections[$0].isIdle })
+                       .min(by: { connections[$0].deadline < connections[$1].deadline }) {
+                    finish(idle)  // full: a kept connection with nothing to do makes room
+                    connections.remove(at: idle)
+                }
                 guard connections.count < config.maxConnections else {
                     Self.reject(fd)
                     continue
@@ -327,13 +352,18 @@ public final class HTTPListener: Sendable {
                     let head = Array(connections[i].buffer[..<end])
                     let rest = Array(connections[i].buffer[end...])
                     connections[i].buffer = []
-                    if case .success(let request) = HTTPRequestParser.parse(head), listener.routes.withLock({ $0[request.path] }) == nil,
+                    let parsed = HTTPRequestParser.parse(head)
+                    if case .success(let request) = parsed, listener.routes.withLock({ $0[request.path] }) == nil,
                        let handler = listener.prefixRoute(for: request.path) {
                         startPrefixRoute(i, request, handler, bodyStart: rest)
                         return
                     }
+                    if case .success(let request) = parsed, keeps(i, request) {
+                        connections[i].keepAlive = true
+                        connections[i].leftover = rest
+                    }
                     let (response, isHead) = listener.answer(head)
-                    startWriting(i, response, head: isHead)
+                    startWriting(i, response, head: isHead, keepAlive: connections[i].keepAlive)
                     return
                 }
                 connections[i].scanned = max(0, connections[i].buffer.count - 3)
@@ -345,6 +375,10 @@ public final class HTTPListener: Sendable {
                 let fd = connections[i].fd
                 let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, want, 0) }
                 if n > 0 {
+                    if connections[i].isIdle {
+                        // The next request on a kept connection: its head has the same total deadline.
+                        connections[i].deadline = ContinuousClock.now + config.requestTimeout
+                    }
                     connections[i].buffer.append(contentsOf: chunk[..<n])
                 } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
                     return  // wait for more
@@ -353,6 +387,12 @@ public final class HTTPListener: Sendable {
                     return
                 }
             }
+        }
+
+        /// Whether the answer to `request` may leave the connection open.
+        func keeps(_ i: Int, _ request: HTTPRequest) -> Bool {
+            config.keepAliveIdle != nil && request.wantsKeepAlive && connections[i].served + 1 < config.maxRequestsPerConnection
+                && !listener.stopping.withLock({ $0 })
         }
 
         /// A prefix route's request: checks the body's framing and size from the head, then reads
@@ -380,6 +420,10 @@ public final class HTTPListener: Sendable {
                 return
             }
             connections[i].buffer = Array(bodyStart.prefix(needed))
+            if keeps(i, request) {
+                connections[i].keepAlive = true
+                connections[i].leftover = Array(bodyStart.dropFirst(needed))
+            }
             connections[i].phase = .readingBody(request: request, handler: handler, needed: needed)
             if connections[i].buffer.count < needed, request.headers["expect"]?.lowercased() == "100-continue" {
                 // Clients such as curl wait up to a second for this before sending a body.
@@ -421,12 +465,16 @@ public final class HTTPListener: Sendable {
             for (id, response) in done {
                 guard let i = connections.firstIndex(where: { $0.id == id && !$0.closed }),
                       case .waiting = connections[i].phase else { continue }  // timed out meanwhile
-                startWriting(i, response, head: connections[i].isHead)
+                startWriting(i, response, head: connections[i].isHead, keepAlive: connections[i].keepAlive)
             }
         }
 
-        mutating func startWriting(_ i: Int, _ response: HTTPResponse, head: Bool) {
-            connections[i].phase = .writing(bytes: response.serialized(head: head), sent: 0)
+        /// Writes `response`; with `keepAlive` the connection then waits for the next request,
+        /// otherwise it closes (every error the listener itself answers closes).
+        mutating func startWriting(_ i: Int, _ response: HTTPResponse, head: Bool, keepAlive: Bool = false) {
+            connections[i].keepAlive = keepAlive
+            if !keepAlive { connections[i].leftover = [] }
+            connections[i].phase = .writing(bytes: response.serialized(head: head, keepAlive: keepAlive), sent: 0)
             connections[i].deadline = ContinuousClock.now + config.requestTimeout
             flush(i)
         }
@@ -445,6 +493,18 @@ public final class HTTPListener: Sendable {
                     finish(i)
                     return
                 }
+            }
+            if connections[i].keepAlive, let idle = config.keepAliveIdle {
+                connections[i].served += 1
+                connections[i].keepAlive = false
+                connections[i].isHead = false
+                connections[i].phase = .reading
+                connections[i].buffer = connections[i].leftover
+                connections[i].leftover = []
+                connections[i].scanned = 0
+                connections[i].deadline = ContinuousClock.now + (connections[i].buffer.isEmpty ? idle : config.requestTimeout)
+                read(i)  // a pipelined request may be here already
+                return
             }
             _ = shutdown(fd, Int32(SHUT_WR))
             connections[i].phase = .lingering(discarded: 0)
@@ -473,6 +533,8 @@ public final class HTTPListener: Sendable {
         mutating func expire(at now: ContinuousClock.Instant) {
             for i in connections.indices where !connections[i].closed && connections[i].deadline <= now {
                 switch connections[i].phase {
+                case .reading where connections[i].isIdle:
+                    finish(i)  // a kept connection idle too long: closed without an answer
                 case .reading:
                     startWriting(i, HTTPResponse(status: 408, text: "request head not received in time\n"), head: false)
                 case .readingBody:
@@ -647,7 +709,7 @@ enum HTTPRequestParser {
             path = target
             query = nil
         }
-        return .success(HTTPRequest(method: method, target: target, path: path, query: query, headers: headers))
+        return .success(HTTPRequest(method: method, target: target, path: path, query: query, headers: headers, version: String(version)))
     }
 
     /// RFC 9110 token characters.

@@ -12,10 +12,21 @@ public struct HTTPRequest: Sendable {
     public var headers: [String: String]
     /// The body (prefix routes only; empty otherwise).
     public var body: [UInt8] = []
+    /// `HTTP/1.1` or `HTTP/1.0`, as sent.
+    public var version: String = "HTTP/1.1"
+
+    /// Whether the client asks to keep the connection open after the answer: HTTP/1.1 unless it
+    /// sends `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
+    public var wantsKeepAlive: Bool {
+        let tokens = (headers["connection"] ?? "").lowercased().split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        if version == "HTTP/1.0" { return tokens.contains("keep-alive") }
+        return !tokens.contains("close")
+    }
 }
 
-/// What a route answers. The listener adds `Content-Length`, `Connection: close` and
-/// `Cache-Control: no-store`, and drops the body for `HEAD`.
+/// What a route answers. The listener adds `Content-Length`, `Connection` (`close`, or
+/// `keep-alive` where the listener keeps connections) and `Cache-Control: no-store`, and drops
+/// the body for `HEAD`.
 public struct HTTPResponse: Sendable {
     public var status: Int
     public var contentType: String
@@ -64,12 +75,12 @@ public struct HTTPResponse: Sendable {
     }
 
     /// The bytes on the wire: status line, header fields, blank line and (unless `head`) the body.
-    func serialized(head: Bool) -> [UInt8] {
+    func serialized(head: Bool, keepAlive: Bool = false) -> [UInt8] {
         var text = "HTTP/1.1 \(status) \(Self.reasonPhrase(status))\r\n"
         text += "Content-Type: \(contentType)\r\n"
         text += "Content-Length: \(body.count)\r\n"
         for header in headers { text += "\(header.name): \(header.value)\r\n" }
-        text += "Cache-Control: no-store\r\nConnection: close\r\n\r\n"
+        text += keepAlive ? "Cache-Control: no-store\r\nConnection: keep-alive\r\n\r\n" : "Cache-Control: no-store\r\nConnection: close\r\n\r\n"
         var bytes = Array(text.utf8)
         if !head { bytes += body }
         return bytes

@@ -14,11 +14,13 @@ enum GatewayBench {
     Usage: levee bench gateway [--rate R] [--seconds S] [--clients C] [--partitions P]
                                [--brokers LIST] [-X key=value]... [--json]
 
-    Two phases at the same paced rate, each on fresh topics:
+    Three phases at the same paced rate, each on fresh topics:
       in-process  JobClient.submit R jobs/s for S seconds (as levee bench submit's phase C)
       gateway     POST /v1/jobs R jobs/s for S seconds to a Gateway in this process on
-                  127.0.0.1 (the real HTTP listener), from C client threads, one TCP connection
-                  per request (the gateway answers Connection: close)
+                  127.0.0.1 (the real HTTP listener), from C client threads:
+        kept        each thread keeps one connection open (HTTP keep-alive, as clients with a
+                    connection pool do: requests, curl sessions, Go, Java)
+        new         a new TCP connection per request (Connection: close)
     Latency is per job: in process from the submit call to its return; over HTTP from connect to
     the whole 202 response (Kafka acknowledged the job before the gateway answered). The client
     threads, the gateway and the embedded cluster share this machine's cores.
@@ -102,21 +104,25 @@ enum GatewayBench {
             gateway.attach(to: listener)
             let port = try listener.start().port
             defer { listener.stop() }
-            let phase = try await withThrowingTaskGroup(of: Phase?.self) { group in
+            phases += try await withThrowingTaskGroup(of: [Phase]?.self) { group in
                 group.addTask { try await gateway.run(); return nil }
                 while !gateway.readiness.isReady { try await Task.sleep(for: .milliseconds(50)) }
-                let result = await httpPaced(port: port, count: count, rate: rate, clients: clients, progress: progress)
+                var out: [Phase] = []
+                for keep in [true, false] {
+                    let result = await httpPaced(port: port, count: count, rate: rate, clients: clients, keepAlive: keep, progress: progress)
+                    out.append(Phase(name: "gateway POST /v1/jobs, " + (keep ? "kept conn." : "new conn."), jobs: count,
+                                     accepted: result.latencies.count, failed: result.failed,
+                                     seconds: rounded(result.seconds, 3), jobsPerSecond: (Double(result.latencies.count) / result.seconds).rounded(),
+                                     latencyMs: LatencyFigures(result.latencies), pacerMaxLagMs: rounded(result.maxLagMs, 3)))
+                }
                 gateway.shutdown()
-                return Phase(name: "gateway POST /v1/jobs (HTTP)", jobs: count, accepted: result.latencies.count, failed: result.failed,
-                             seconds: rounded(result.seconds, 3), jobsPerSecond: (Double(result.latencies.count) / result.seconds).rounded(),
-                             latencyMs: LatencyFigures(result.latencies), pacerMaxLagMs: rounded(result.maxLagMs, 3))
+                return out
             }
-            phases.append(phase)
         }
         let ratio = phases[0].jobsPerSecond > 0 ? rounded(phases[1].jobsPerSecond / phases[0].jobsPerSecond) : 0
         let goals = [
-            Goal(goal: "gateway accepted rate ≥ 0.5× in-process at the same rate", value: ratio, met: ratio >= 0.5),
-            Goal(goal: String(format: "gateway p99 < 20 ms at %.0f jobs/s", rate), value: phases[1].latencyMs.p99,
+            Goal(goal: "gateway (kept connections) accepted rate ≥ 0.5× in-process at the same rate", value: ratio, met: ratio >= 0.5),
+            Goal(goal: String(format: "gateway (kept connections) p99 < 20 ms at %.0f jobs/s", rate), value: phases[1].latencyMs.p99,
                  met: phases[1].latencyMs.p99 < 20 && phases[1].failed == 0 && phases[1].jobsPerSecond >= 0.95 * rate),
         ]
         let report = Report(cluster: cluster.label, rate: rate, seconds: seconds, clients: clients, partitions: partitions,
@@ -153,7 +159,7 @@ enum GatewayBench {
 
     /// `count` POSTs at `rate`/s: client thread k sends requests k, k+C, k+2C, ... each at its
     /// due time (or at once when behind), blocking on its own socket.
-    static func httpPaced(port: UInt16, count: Int, rate: Double, clients: Int, progress: BenchProgress) async -> HTTPResult {
+    static func httpPaced(port: UInt16, count: Int, rate: Double, clients: Int, keepAlive: Bool, progress: BenchProgress) async -> HTTPResult {
         let state = HTTPState()
         let start = ContinuousClock.now + .milliseconds(50)
         await withTaskGroup(of: Void.self) { group in
@@ -161,6 +167,7 @@ enum GatewayBench {
                 group.addTask {
                     await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
                         Thread.detachNewThread {
+                            let kept = KeptConnection(port: port)
                             var mine: [Double] = []
                             var bad = 0
                             var worstLag = 0.0
@@ -176,9 +183,10 @@ enum GatewayBench {
                                 }
                                 let body = #"{"messages":[{"role":"user","content":"question \#(i)"}],"params":{"max_tokens":16}}"#
                                 let t = ContinuousClock.now
-                                if post(port: port, body: body) == 202 { mine.append((ContinuousClock.now - t).milliseconds) } else { bad += 1 }
+                                if (keepAlive ? kept.post(body: body) : post(port: port, body: body)) == 202 { mine.append((ContinuousClock.now - t).milliseconds) } else { bad += 1 }
                                 i += clients
                             }
+                            kept.close()
                             state.latencies.withLock { $0 += mine }
                             state.failed.withLock { $0 += bad }
                             state.lag.withLock { $0 = max($0, worstLag) }
@@ -201,22 +209,9 @@ enum GatewayBench {
 
     /// One blocking HTTP/1.1 POST on a new connection; the status code, or 0 on a socket failure.
     static func post(port: UInt16, body: String) -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return 0 }
+        guard let fd = connect(port: port) else { return 0 }
         defer { close(fd) }
-        var one: Int32 = 1
-        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-        var timeout = timeval(tv_sec: 30, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = port.bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard rc == 0 else { return 0 }
-        let request = Array("POST /v1/jobs HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8)
+        let request = Array("POST /v1/jobs HTTP/1.1\r\nHost: bench\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8)
         guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count else { return 0 }
         var response: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 2048)
@@ -227,5 +222,91 @@ enum GatewayBench {
         }
         let words = String(decoding: response.prefix(32), as: UTF8.self).split(separator: " ")
         return words.count >= 2 ? Int(words[1]) ?? 0 : 0
+    }
+
+    /// A blocking TCP connection to 127.0.0.1:`port` (TCP_NODELAY, 30 s receive timeout).
+    static func connect(port: UInt16) -> Int32? {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        var timeout = timeval(tv_sec: 30, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard rc == 0 else {
+            close(fd)
+            return nil
+        }
+        return fd
+    }
+
+    /// One client's kept connection: POSTs one after another on it, reading each answer by its
+    /// Content-Length; reconnects when the server closed it (idle timeout, request limit).
+    final class KeptConnection {
+        let port: UInt16
+        var fd: Int32?
+        var buffer: [UInt8] = []
+
+        init(port: UInt16) { self.port = port }
+
+        func close() {
+            if let fd { Glibc.close(fd) }
+            fd = nil
+            buffer = []
+        }
+
+        /// The status code, or 0 on a socket failure.
+        func post(body: String) -> Int {
+            for attempt in 0..<2 {
+                if fd == nil { fd = GatewayBench.connect(port: port) }
+                guard let fd else { return 0 }
+                let request = Array("POST /v1/jobs HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8)
+                let sent = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == request.count
+                if sent, let (status, closes) = readResponse(fd) {
+                    if closes { close() }
+                    return status
+                }
+                close()  // closed under us (e.g. idle timeout between two requests): once more on a new one
+                if attempt == 1 { return 0 }
+            }
+            return 0
+        }
+
+        /// Reads one response: (status, whether the server closes the connection after it).
+        func readResponse(_ fd: Int32) -> (Int, Bool)? {
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            var headEnd: Int?
+            while true {
+                if headEnd == nil, let end = Self.find(buffer, [13, 10, 13, 10]) { headEnd = end + 4 }
+                if let headEnd {
+                    let head = String(decoding: buffer[..<headEnd], as: UTF8.self).lowercased()
+                    var length = 0
+                    for line in head.split(separator: "\r\n") where line.hasPrefix("content-length:") {
+                        length = Int(line.dropFirst(15).trimmingCharacters(in: .whitespaces)) ?? 0
+                    }
+                    if buffer.count >= headEnd + length {
+                        let words = head.prefix(32).split(separator: " ")
+                        let status = words.count >= 2 ? Int(words[1]) ?? 0 : 0
+                        buffer.removeFirst(headEnd + length)
+                        return (status, head.contains("connection: close"))
+                    }
+                }
+                let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                if n <= 0 { return nil }
+                buffer += chunk[..<n]
+            }
+        }
+
+        static func find(_ bytes: [UInt8], _ needle: [UInt8]) -> Int? {
+            guard bytes.count >= needle.count else { return nil }
+            for i in 0...(bytes.count - needle.count) where bytes[i] == needle[0] && Array(bytes[i..<(i + needle.count)]) == needle { return i }
+            return nil
+        }
     }
 }
