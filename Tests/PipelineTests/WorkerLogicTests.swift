@@ -131,13 +131,13 @@ import Testing
         s.epochs[p0] = 1
         s.pending = [Outcome(item: item(job, epoch: 1), records: [], status: .succeeded, isFinal: true)]
         #expect(s.isDuplicate(job.jobID), "a pending outcome")
-        let batch = s.pending
+        let batch = s.pending.items
         s.pending.removeAll()
         s.beginCommit(batch, hasOffsets: true)
         #expect(s.committing)
         #expect(s.isDuplicate(job.jobID), "its outcome is in the commit in flight")
         // The commit failed: the outcome goes back to pending before the commit ends.
-        s.pending = batch
+        s.pending = PendingOutcomes(batch)
         _ = s.endCommit()
         #expect(!s.committing)
         #expect(s.isDuplicate(job.jobID))
@@ -147,6 +147,29 @@ import Testing
         s.beginCommit([retry], hasOffsets: false)
         #expect(!s.isDuplicate(job.jobID))
         _ = s.endCommit()
+    }
+
+    /// The duplicate check reads an index of pending terminal outcomes (a scan showed in a
+    /// burst's profile); the index follows every change to `pending`.
+    @Test func pendingOutcomesIndexTheirTerminalJobs() {
+        let a = JobEnvelope(tenant: "t", kind: .textGenerate, model: "m", input: JobInput(prompt: "a"))
+        let b = JobEnvelope(tenant: "t", kind: .textGenerate, model: "m", input: JobInput(prompt: "b"))
+        let finalA = Outcome(item: item(a, epoch: 1), records: [], status: .succeeded, isFinal: true)
+        let retryB = Outcome(item: item(b, epoch: 1), records: [], status: nil, isFinal: false, retried: true)
+        var p = PendingOutcomes()
+        p.append(retryB)
+        #expect(!p.hasFinal(b.jobID), "a retry does not end its job")
+        p.append(finalA)
+        p.append(finalA)
+        #expect(p.hasFinal(a.jobID) && p.count == 3)
+        p.removeAll { $0.offset == finalA.offset && $0.jobID == a.jobID && $0.isFinal }
+        #expect(!p.hasFinal(a.jobID) && p.count == 1, "both copies removed, the index forgets the job")
+        p.prepend(contentsOf: [finalA])
+        #expect(p.hasFinal(a.jobID) && p.map(\.jobID) == [a.jobID, b.jobID])
+        var q = PendingOutcomes(p.items.filter { !$0.isFinal })
+        #expect(!q.hasFinal(a.jobID))
+        q.removeAll()
+        #expect(q.isEmpty && !p.isEmpty)
     }
 }
 

@@ -259,7 +259,7 @@ extension Worker {
                     left.append(outcome)
                 }
             }
-            s.pending = left
+            s.pending = PendingOutcomes(left)
             // An offset is committed only with the records of every outcome before it: never past
             // an outcome left for a later commit (a full batch, or one waiting to be tried again).
             var before: [TopicPartitionRef: Int64] = [:]
@@ -392,7 +392,7 @@ extension Worker {
         metrics.commitRetries.labels([reason]).increment()
         metrics.transactionAborts.labels([firstError?.kind.rawValue ?? "error"]).increment()
         let failures = state.withLock { s -> Int in
-            s.pending.insert(contentsOf: retry, at: 0)
+            s.pending.prepend(contentsOf: retry)
             s.statistics.transactionsAborted += 1
             s.statistics.commitRetries += 1
             if refusals > 0 { return 0 }

@@ -107,7 +107,7 @@ struct WorkerRuntimeState {
     var nextEpoch = 0
     var generation: Int32?
     var ready = false
-    var pending: [Outcome] = []
+    var pending = PendingOutcomes()
     var committing = false
     /// Jobs whose terminal outcomes are in the commit in flight: out of `pending`, not yet in
     /// `completed` (or back in `pending` if it fails). A copy read meanwhile is a duplicate.
@@ -151,7 +151,7 @@ struct WorkerRuntimeState {
         if completed.contains(id) || committingJobs.contains(id) { return true }
         if let r = running[id], epochs[r.item.partition] == r.item.epoch { return true }
         if let q = queued[id], epochs[q.partition] == q.epoch { return true }
-        return pending.contains { $0.jobID == id && $0.isFinal }
+        return pending.hasFinal(id)
     }
 
     /// A commit of `outcomes` (and offsets) begins: they count as duplicates until it ends.
@@ -186,4 +186,58 @@ struct RunContext: Sendable {
     let transactional: TransactionalProducer?
     let consumer: KafkaConsumer
     let queue: BoundedQueue<WorkItem>
+}
+
+/// Outcomes waiting to be committed, in order, with an index of the jobs they end: the duplicate
+/// check asks for every job read, and a scan of thousands of pending outcomes (each a copy of a
+/// large value) showed in a profile of a burst.
+struct PendingOutcomes: Sequence, ExpressibleByArrayLiteral {
+    private(set) var items: [Outcome] = []
+    private var finals: [JobID: Int] = [:]
+
+    init() {}
+
+    init(_ outcomes: [Outcome]) {
+        items = outcomes
+        for outcome in outcomes { count(outcome, 1) }
+    }
+
+    init(arrayLiteral outcomes: Outcome...) { self.init(outcomes) }
+
+    mutating func removeAll() {
+        items = []
+        finals = [:]
+    }
+
+    var isEmpty: Bool { items.isEmpty }
+    var count: Int { items.count }
+    func makeIterator() -> IndexingIterator<[Outcome]> { items.makeIterator() }
+
+    /// Whether a terminal outcome of `id` is waiting.
+    func hasFinal(_ id: JobID) -> Bool { finals[id] != nil }
+
+    mutating func append(_ outcome: Outcome) {
+        items.append(outcome)
+        count(outcome, 1)
+    }
+
+    mutating func prepend(contentsOf outcomes: [Outcome]) {
+        items.insert(contentsOf: outcomes, at: 0)
+        for outcome in outcomes { count(outcome, 1) }
+    }
+
+    mutating func removeAll(where shouldRemove: (Outcome) throws -> Bool) rethrows {
+        var kept: [Outcome] = []
+        kept.reserveCapacity(items.count)
+        for outcome in items {
+            if try shouldRemove(outcome) { count(outcome, -1) } else { kept.append(outcome) }
+        }
+        items = kept
+    }
+
+    private mutating func count(_ outcome: Outcome, _ delta: Int) {
+        guard outcome.isFinal, let id = outcome.jobID else { return }
+        let n = (finals[id] ?? 0) + delta
+        finals[id] = n > 0 ? n : nil
+    }
 }

