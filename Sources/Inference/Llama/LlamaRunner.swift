@@ -243,12 +243,26 @@ public final class LlamaRunner: @unchecked Sendable {
                 total += e
             }
             let o = out + i * dim + h * hd
-            o.initialize(repeating: 0, count: hd)
             let inv = 1 / total
-            for t in 0..<length {
-                let w = s[t] * inv
-                let value = values + t * kvDim + kvOffset
-                for j in 0..<hd { o[j] += w * value[j] }
+            if hd % 8 == 0 {
+                // Eight outputs at a time held in a register over all positions: the same products
+                // and sums in the same order as the scalar loop below (bit-identical), without a
+                // load and store of the output per position.
+                for j in stride(from: 0, to: hd, by: 8) {
+                    var acc = SIMD8<Float>()
+                    for t in 0..<length {
+                        let value = UnsafeRawPointer(values + t * kvDim + kvOffset + j)
+                        acc += SIMD8(repeating: s[t] * inv) * value.loadUnaligned(as: SIMD8<Float>.self)
+                    }
+                    UnsafeMutableRawPointer(o + j).storeBytes(of: acc, as: SIMD8<Float>.self)
+                }
+            } else {
+                o.initialize(repeating: 0, count: hd)
+                for t in 0..<length {
+                    let w = s[t] * inv
+                    let value = values + t * kvDim + kvOffset
+                    for j in 0..<hd { o[j] += w * value[j] }
+                }
             }
         }
     }
