@@ -41,7 +41,7 @@ public struct JobID: Sendable, Hashable, Comparable, Codable, CustomStringConver
     /// A new time-ordered UUIDv7 (RFC 9562): 48-bit Unix ms, version 7, 74 random bits.
     public static func make(at time: Timestamp = .now()) -> JobID {
         var b = [UInt8](repeating: 0, count: 16)
-        var rng = SystemRandomNumberGenerator()
+        var rng = PooledRandom()
         let ms = UInt64(max(0, time.millisecondsSinceEpoch))
         for i in 0..<6 { b[i] = UInt8(truncatingIfNeeded: ms >> (8 * (5 - UInt64(i)))) }
         let r1 = rng.next() as UInt64, r2 = rng.next() as UInt64

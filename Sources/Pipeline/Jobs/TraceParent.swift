@@ -8,7 +8,7 @@ public struct TraceParent: Sendable, Hashable, Codable, CustomStringConvertible 
 
     /// A new root context (sampled), for jobs submitted without one.
     public static func make() -> TraceParent {
-        var rng = SystemRandomNumberGenerator()
+        var rng = PooledRandom()
         // Eight random bytes per generator call, hex-encoded by table (a call per byte showed up
         // as one getrandom system call per byte in the submit path's profile).
         func hex(_ bytes: Int) -> String {
@@ -50,7 +50,7 @@ public struct TraceParent: Sendable, Hashable, Codable, CustomStringConvertible 
 
     /// The same trace with a new parent (span) id, for a stage that continues it.
     public func child() -> TraceParent {
-        var rng = SystemRandomNumberGenerator()
+        var rng = PooledRandom()
         let id = (0..<8).map { _ in String(UInt8.random(in: 0...255, using: &rng), radix: 16).leftPadded(2) }.joined()
         return TraceParent(traceID: traceID, parentID: id, flags: flags)
     }
