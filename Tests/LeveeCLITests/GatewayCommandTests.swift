@@ -262,71 +262,33 @@ import Testing
         try await Self.gatewayFlow(bootstrap: bootstrap, prefix: prefix, partitions: 2)
     }
 
-    /// A receiver that answers 500 twice, then 204; it logs every request as a JSON line with
-    /// whether the signature verified.
-    static let receiver = #"""
-    import hmac, hashlib, json, sys, http.server
-    log, secret = sys.argv[1], sys.argv[2].encode()
-    count = [0]
-    class H(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            t, v1 = [p.split("=", 1)[1] for p in self.headers["Levee-Signature"].split(",")]
-            ok = hmac.compare_digest(v1, hmac.new(secret, t.encode() + b"." + body, hashlib.sha256).hexdigest())
-            count[0] += 1
-            status = 500 if count[0] <= 2 else 204
-            with open(log, "a") as f:
-                f.write(json.dumps({"id": self.headers["Levee-Delivery-Id"], "attempt": self.headers["Levee-Delivery-Attempt"],
-                                    "signature_ok": ok, "answered": status, "body": json.loads(body)}) + "\n")
-            self.send_response(status)
-            self.end_headers()
-        def log_message(self, *a): pass
-    server = http.server.HTTPServer(("127.0.0.1", 0), H)
-    print(server.server_address[1], flush=True)
-    server.serve_forever()
-    """#
-
-    @Test(.disabled("hangs in this environment (not yet diagnosed, see the gateway branch report); the dispatcher itself is unverified end to end"),
-          .timeLimit(.minutes(4))) func callbacksAreDeliveredOnceSignedAndRetried() async throws {
-        let broker = try LeveeProcess.start(["broker", "--partitions", "2", "--levee-topics", "cb."])
-        defer { broker.signal(SIGTERM); _ = broker.waitForExitBlocking(timeout: 10) }
-        let bootstrap = try #require(await broker.readLine(timeout: 20)?.trimmingCharacters(in: .whitespaces))
-        let connection = ["--brokers", bootstrap, "--prefix", "cb.", "--partitions", "2"]
-        let log = FileManager.default.temporaryDirectory.appendingPathComponent("levee-callbacks-\(UUID().uuidString).jsonl")
-        defer { try? FileManager.default.removeItem(at: log) }
+    /// Completion callbacks end to end: a local receiver that fails twice, then answers 204, gets
+    /// the job's result three times (signed, attempts 1-3) and no more, even across a restart of
+    /// the dispatcher; every attempt is in the trace; the results topic keeps one record.
+    static func callbackFlow(bootstrap: String, prefix: String) async throws {
+        let connection = ["--brokers", bootstrap, "--prefix", prefix, "--partitions", "2"]
         let secret = "whsec-\(UUID().uuidString)"
-        let receiver = Process()
-        receiver.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        receiver.arguments = ["python3", "-c", Self.receiver, log.path, secret]
-        let portPipe = Pipe()
-        receiver.standardOutput = portPipe
-        try receiver.run()
-        defer { receiver.terminate() }
-        let portLine = await LeveeProcess.offPool { String(decoding: portPipe.fileHandleForReading.availableData, as: UTF8.self) }
-        let port = try #require(Int(portLine.trimmingCharacters(in: .whitespacesAndNewlines)), "receiver: \(portLine)")
-        func deliveries() -> [[String: Any]] {
-            let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
-            return text.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
-        }
+        let receiver = try await CallbackReceiver.start(secret: secret)
+        defer { receiver.stop() }
 
         let worker = try LeveeProcess.start(["worker", "--worker-id", "cb-w", "--engine", "synthetic", "--synthetic-delay", "5", "--quiet",
                                              "-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500"] + connection)
         defer { worker.signal(SIGKILL) }
         let environment = ["LEVEE_CALLBACK_SECRET": secret]
-        let callbackArgs = ["--callbacks", "--callback-hosts", "127.0.0.1:\(port)", "--callback-retry-ms", "300"]
-        var (gateway, base) = try await Self.startGateway(connection, environment: environment, extra: callbackArgs)
+        let callbackArgs = ["--callbacks", "--callback-hosts", "127.0.0.1:\(receiver.port)", "--callback-retry-ms", "300"]
+        var (gateway, base) = try await startGateway(connection, environment: environment, extra: callbackArgs)
         defer { gateway.signal(SIGKILL) }
-        let url = "http://127.0.0.1:\(port)/hooks/levee"
-        let offList = try await Self.curl("POST", base + "/v1/jobs", body: #"{"prompt":"x","callback_url":"http://127.0.0.1:1/x"}"#)
+        let url = receiver.url("fail-2")
+        let offList = try await curl("POST", base + "/v1/jobs", body: #"{"prompt":"x","callback_url":"http://127.0.0.1:1/x"}"#)
         #expect(offList.status == 400 && offList.body.contains("allow-list"), "\(offList)")
-        let submitted = try await Self.curl("POST", base + "/v1/jobs", body: #"{"prompt":"call me back","callback_url":"\#(url)"}"#)
+        let submitted = try await curl("POST", base + "/v1/jobs", body: #"{"prompt":"call me back","callback_url":"\#(url)"}"#)
         #expect(submitted.status == 202, "\(submitted)")
         let id = try #require(submitted.json["job_id"] as? String)
 
-        for _ in 0..<600 where deliveries().count < 3 { try await Task.sleep(for: .milliseconds(100)) }
-        let seen = deliveries()
-        #expect(seen.count == 3, "\(seen)")
-        #expect(seen.allSatisfy { $0["id"] as? String == id && $0["signature_ok"] as? Bool == true }, "\(seen)")
+        let seen = try await receiver.wait { $0.count >= 3 }
+        #expect(seen.count == 3, "\(seen.count) requests: \(seen.map { ($0["attempt"] as? String ?? "?", $0["answered"] as? Int ?? 0) })")
+        #expect(seen.allSatisfy { $0["id"] as? String == id && $0["signature_ok"] as? Bool == true },
+                "\(seen.map { ($0["id"] as? String ?? "?", $0["signature_ok"] as? Bool ?? false) })")
         #expect(seen.map { $0["attempt"] as? String } == ["1", "2", "3"])
         #expect(seen.map { $0["answered"] as? Int } == [500, 500, 204])
         let body = try #require(seen.last?["body"] as? [String: Any])
@@ -336,7 +298,7 @@ import Testing
         var stages: [String] = []
         var diagnosis = ""
         for _ in 0..<100 where !stages.contains("callback_delivered") {
-            let trace = try await Self.curl("GET", base + "/v1/jobs/\(id)/trace")
+            let trace = try await curl("GET", base + "/v1/jobs/\(id)/trace")
             stages = (trace.json["events"] as? [[String: Any]])?.compactMap { $0["stage"] as? String } ?? []
             diagnosis = trace.json["diagnosis"] as? String ?? ""
             if !stages.contains("callback_delivered") { try await Task.sleep(for: .milliseconds(200)) }
@@ -347,22 +309,26 @@ import Testing
         // A restarted dispatcher does not send it again; it does deliver a new job's callback.
         gateway.signal(SIGTERM)
         #expect(await gateway.waitForExit(timeout: 30).status == 0)
-        (gateway, base) = try await Self.startGateway(connection, environment: environment, extra: callbackArgs)
-        let second = try await Self.curl("POST", base + "/v1/jobs", body: #"{"prompt":"again","callback_url":"\#(url)"}"#)
+        (gateway, base) = try await startGateway(connection, environment: environment, extra: callbackArgs)
+        let second = try await curl("POST", base + "/v1/jobs", body: #"{"prompt":"again","callback_url":"\#(receiver.url("ok"))"}"#)
         let secondID = try #require(second.json["job_id"] as? String)
-        for _ in 0..<600 where !deliveries().contains(where: { $0["id"] as? String == secondID }) { try await Task.sleep(for: .milliseconds(100)) }
+        try await receiver.wait { $0.contains { $0["id"] as? String == secondID } }
         try await Task.sleep(for: .seconds(2))
-        let after = deliveries()
-        #expect(after.filter { $0["id"] as? String == id }.count == 3, "no repeat of the first job's callback: \(after)")
-        #expect(after.filter { $0["id"] as? String == secondID }.map { $0["answered"] as? Int } == [204], "\(after)")
+        #expect(receiver.deliveries(id).count == 3, "no repeat of the first job's callback")
+        #expect(receiver.deliveries(secondID).map { $0["answered"] as? Int } == [204])
         // The results topic still has one record per job: callbacks never write results.
-        #expect(try await Self.resultRecords(bootstrap, topic: "cb.levee.results", partitions: 2, key: id) == 1)
-        let metrics = try await Self.curl("GET", base + "/metrics")
+        #expect(try await resultRecords(bootstrap, topic: prefix + "levee.results", partitions: 2, key: id) == 1)
+        let metrics = try await curl("GET", base + "/metrics")
         #expect(metrics.body.contains("levee_callbacks_delivered_total 1"), "\(metrics.body.suffix(1500))")
         gateway.signal(SIGTERM)
         _ = await gateway.waitForExit(timeout: 30)
         worker.signal(SIGTERM)
         _ = await worker.waitForExit(timeout: 60)
+    }
+
+    @Test(.timeLimit(.minutes(4)), arguments: CallbackCluster.allCases)
+    func callbacksAreDeliveredOnceSignedAndRetried(_ cluster: CallbackCluster) async throws {
+        _ = try await cluster.with { bootstrap, prefix in try await Self.callbackFlow(bootstrap: bootstrap, prefix: prefix) }
     }
 
     @Test func theOpenAPIContractIsValid() async throws {
